@@ -1,0 +1,1 @@
+//! meshgate-vm-lab
