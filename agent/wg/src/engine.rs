@@ -1,0 +1,355 @@
+//! The engine: takes the interface we want, reads what the kernel has, and writes only the
+//! difference. A failed apply puts back what was there.
+
+use std::fmt;
+
+use crate::device::{DeviceConfig, DeviceState};
+use crate::diff::{DeviceUpdate, diff};
+use crate::error::Error;
+use crate::genl::KernelWg;
+use crate::rtnl::types::{NetConfig, SetDiff};
+use crate::rtnl::{Link, Rtnl};
+use crate::uapi::UserspaceWg;
+
+/// Which WireGuard implementation to use for a new interface. An existing interface is
+/// adopted with whatever implementation it already has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The kernel module where present, else wireguard-go.
+    #[default]
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// The implementation serving an interface.
+#[derive(Debug)]
+pub enum Backend {
+    Kernel(KernelWg),
+    Userspace(UserspaceWg),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Kernel(_) => "kernel",
+            Backend::Userspace(_) => "userspace (wireguard-go)",
+        }
+    }
+
+    pub fn is_kernel(&self) -> bool {
+        matches!(self, Backend::Kernel(_))
+    }
+
+    async fn get(&mut self, ifname: &str) -> Result<DeviceState, Error> {
+        match self {
+            Backend::Kernel(wg) => wg.get(ifname).await,
+            Backend::Userspace(wg) => wg.get().await,
+        }
+    }
+
+    async fn set(&mut self, ifname: &str, update: &DeviceUpdate) -> Result<usize, Error> {
+        match self {
+            Backend::Kernel(wg) => wg.set(ifname, update).await,
+            Backend::Userspace(wg) => wg.set(update).await,
+        }
+    }
+}
+
+/// Everything meshgate sets on its WireGuard interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub device: DeviceConfig,
+    pub net: NetConfig,
+}
+
+/// An interface as read back from the system.
+#[derive(Debug)]
+pub struct InterfaceState {
+    pub link: Link,
+    pub backend: &'static str,
+    pub device: DeviceState,
+    pub net: NetConfig,
+}
+
+/// What one apply did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub backend: &'static str,
+    pub created: bool,
+    /// WireGuard configuration messages (netlink) or transactions (UAPI) sent.
+    pub device_messages: usize,
+    pub peers_changed: usize,
+    /// Addresses, routes, rules and link settings changed.
+    pub net_changes: usize,
+}
+
+impl ApplyReport {
+    pub fn changed_anything(&self) -> bool {
+        self.created || self.device_messages > 0 || self.net_changes > 0
+    }
+}
+
+impl fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} backend{}: {} peer(s) changed in {} message(s), {} address/route/rule/link change(s)",
+            self.backend,
+            if self.created { ", interface created" } else { "" },
+            self.peers_changed,
+            self.device_messages,
+            self.net_changes
+        )
+    }
+}
+
+/// Programs WireGuard interfaces in the network namespace it was created in.
+#[derive(Debug)]
+pub struct Engine {
+    rtnl: Rtnl,
+    choice: BackendChoice,
+}
+
+impl Engine {
+    /// Opens netlink sockets in the calling thread's network namespace; needs a tokio runtime.
+    pub fn new(choice: BackendChoice) -> Result<Self, Error> {
+        Ok(Engine {
+            rtnl: Rtnl::connect()?,
+            choice,
+        })
+    }
+
+    pub fn rtnl(&self) -> &Rtnl {
+        &self.rtnl
+    }
+
+    /// Reads an existing interface: adoption starts here.
+    pub async fn read(&self, name: &str) -> Result<InterfaceState, Error> {
+        let link = self
+            .rtnl
+            .link(name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
+        let mut backend = self.backend_for(&link).await?;
+        let device = backend.get(name).await?;
+        let net = self.read_net(&link).await?;
+        Ok(InterfaceState {
+            link,
+            backend: backend.name(),
+            device,
+            net,
+        })
+    }
+
+    /// Makes the interface match `desired`, creating it if needed. Nothing is written when the
+    /// configuration is invalid; if the system refuses part of a valid one, what was written is
+    /// undone and the error says so.
+    pub async fn apply(&self, desired: &InterfaceConfig) -> Result<ApplyReport, Error> {
+        validate(desired)?;
+        let (link, mut backend, created) = match self.rtnl.link(&desired.name).await? {
+            Some(link) => {
+                let backend = self.backend_for(&link).await?;
+                (link, backend, false)
+            }
+            None => {
+                let (link, backend) = self.create(&desired.name).await?;
+                (link, backend, true)
+            }
+        };
+        let before_device = backend.get(&desired.name).await?;
+        let before_net = self.read_net(&link).await?;
+        let mut report = ApplyReport {
+            backend: backend.name(),
+            created,
+            ..ApplyReport::default()
+        };
+
+        let result = self
+            .write(&link, &mut backend, &before_device.config, &before_net, desired, &mut report)
+            .await;
+        let Err(error) = result else {
+            return Ok(report);
+        };
+
+        let rollback = if created {
+            self.rtnl.delete_link(&link).await
+        } else {
+            let previous = InterfaceConfig {
+                name: desired.name.clone(),
+                device: before_device.config,
+                net: before_net,
+            };
+            self.restore(&link, &mut backend, &previous).await
+        };
+        Err(match rollback {
+            Ok(()) => Error::RolledBack {
+                error: Box::new(error),
+            },
+            Err(rollback) => Error::RollbackFailed {
+                error: Box::new(error),
+                rollback: Box::new(rollback),
+            },
+        })
+    }
+
+    /// Removes the interface (and with it its addresses and routes) and our rules.
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        let link = self
+            .rtnl
+            .link(name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
+        for rule in self.rtnl.rules().await? {
+            self.rtnl.remove_rule(rule).await?;
+        }
+        self.rtnl.delete_link(&link).await
+    }
+
+    async fn restore(
+        &self,
+        link: &Link,
+        backend: &mut Backend,
+        previous: &InterfaceConfig,
+    ) -> Result<(), Error> {
+        let now_device = backend.get(&previous.name).await?;
+        let now_net = self.read_net(link).await?;
+        let mut ignored = ApplyReport::default();
+        self.write(link, backend, &now_device.config, &now_net, previous, &mut ignored)
+            .await
+    }
+
+    async fn write(
+        &self,
+        link: &Link,
+        backend: &mut Backend,
+        actual_device: &DeviceConfig,
+        actual_net: &NetConfig,
+        desired: &InterfaceConfig,
+        report: &mut ApplyReport,
+    ) -> Result<(), Error> {
+        let update = diff(actual_device, &desired.device);
+        report.peers_changed = update.peer_changes();
+        report.device_messages = backend.set(&desired.name, &update).await?;
+
+        let want = &desired.net;
+        let addresses = SetDiff::between(&actual_net.addresses, &want.addresses);
+        for net in &addresses.remove {
+            self.rtnl.remove_address(link, *net).await?;
+        }
+        for net in &addresses.add {
+            self.rtnl.add_address(link, *net).await?;
+        }
+        let mtu_change = want.mtu.filter(|mtu| *mtu != link.mtu);
+        let link_changes = usize::from(mtu_change.is_some() || !link.up);
+        if link_changes > 0 {
+            // Routes need the link up.
+            self.rtnl.set_link(link, mtu_change, true).await?;
+        }
+        let routes = SetDiff::between(&actual_net.routes, &want.routes);
+        for route in &routes.remove {
+            self.rtnl.remove_route(link, *route).await?;
+        }
+        for route in &routes.add {
+            self.rtnl.add_route(link, *route).await?;
+        }
+        let rules = SetDiff::between(&actual_net.rules, &want.rules);
+        for rule in &rules.remove {
+            self.rtnl.remove_rule(*rule).await?;
+        }
+        for rule in &rules.add {
+            self.rtnl.add_rule(*rule).await?;
+        }
+        report.net_changes = addresses.len() + routes.len() + rules.len() + link_changes;
+        Ok(())
+    }
+
+    async fn read_net(&self, link: &Link) -> Result<NetConfig, Error> {
+        Ok(NetConfig {
+            mtu: Some(link.mtu),
+            addresses: self.rtnl.addresses(link).await?,
+            routes: self.rtnl.routes(link).await?,
+            rules: self.rtnl.rules().await?,
+        })
+    }
+
+    async fn backend_for(&self, link: &Link) -> Result<Backend, Error> {
+        match link.kind.as_deref() {
+            Some("wireguard") => Ok(Backend::Kernel(KernelWg::connect()?)),
+            kind => match UserspaceWg::find(&link.name).await {
+                Some(wg) if kind == Some("tun") => Ok(Backend::Userspace(wg)),
+                _ => Err(Error::NotWireGuard {
+                    name: link.name.clone(),
+                    kind: kind.unwrap_or("none").to_string(),
+                }),
+            },
+        }
+    }
+
+    async fn create(&self, name: &str) -> Result<(Link, Backend), Error> {
+        let backend = match self.choice {
+            BackendChoice::Userspace => Backend::Userspace(UserspaceWg::start(name).await?),
+            BackendChoice::Kernel | BackendChoice::Auto => {
+                match self.rtnl.create_wireguard(name).await {
+                    Ok(()) => Backend::Kernel(KernelWg::connect()?),
+                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        if self.choice == BackendChoice::Kernel {
+                            return Err(Error::NoWireGuard(
+                                "the kernel refused to create a wireguard link (no module)".into(),
+                            ));
+                        }
+                        tracing::warn!(
+                            interface = name,
+                            "this kernel has no WireGuard module; using the userspace fallback \
+                             (wireguard-go), which is slower"
+                        );
+                        Backend::Userspace(UserspaceWg::start(name).await?)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let link = self
+            .rtnl
+            .link(name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
+        Ok((link, backend))
+    }
+}
+
+/// Interface names as the kernel accepts them (IFNAMSIZ, no '/', ':' or whitespace).
+pub fn validate_ifname(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+        )))
+    }
+}
+
+fn validate(desired: &InterfaceConfig) -> Result<(), Error> {
+    validate_ifname(&desired.name)?;
+    desired.device.validate()?;
+    if let Some(mtu) = desired.net.mtu
+        && !(576..=65535).contains(&mtu)
+    {
+        return Err(Error::InvalidConfig(format!("MTU {mtu} is outside 576-65535")));
+    }
+    for route in &desired.net.routes {
+        if route.table == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "route {} has table 0, which is not a routing table",
+                route.destination
+            )));
+        }
+    }
+    Ok(())
+}
