@@ -1,1 +1,48 @@
-fn main() {}
+//! meshgate: one binary for the agent daemon, its command line, and (later) the coordinator
+//! and DERP server.
+
+mod cli;
+mod daemon;
+mod demo;
+mod show;
+mod wg;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("meshgate: ignoring bad --log filter {:?}: {e}", cli.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("meshgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Daemon(args) => daemon::run(args).await,
+            cli::Command::Wg(command) => wg::run(command).await,
+            cli::Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshgate: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

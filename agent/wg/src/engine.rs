@@ -194,6 +194,49 @@ impl Engine {
         })
     }
 
+    /// Writes the difference between two desired states without reading the system first: what
+    /// a running agent does when its configuration changes, so that a one-peer change costs one
+    /// message however many peers there are. It trusts that the system still holds `from`;
+    /// [`Engine::apply`] (the periodic reconcile) mends any drift.
+    pub async fn apply_delta(
+        &self,
+        from: &InterfaceConfig,
+        to: &InterfaceConfig,
+    ) -> Result<ApplyReport, Error> {
+        validate(to)?;
+        if from.name != to.name {
+            return Err(Error::InvalidConfig(format!(
+                "cannot move the configuration of {} to {}",
+                from.name, to.name
+            )));
+        }
+        let link = self
+            .rtnl
+            .link(&to.name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(to.name.clone()))?;
+        let mut backend = self.backend_for(&link).await?;
+        let mut report = ApplyReport {
+            backend: backend.name(),
+            ..ApplyReport::default()
+        };
+        let result = self
+            .write(&link, &mut backend, &from.device, &from.net, to, &mut report)
+            .await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(match self.restore(&link, &mut backend, from).await {
+                Ok(()) => Error::RolledBack {
+                    error: Box::new(error),
+                },
+                Err(rollback) => Error::RollbackFailed {
+                    error: Box::new(error),
+                    rollback: Box::new(rollback),
+                },
+            }),
+        }
+    }
+
     /// Removes the interface (and with it its addresses and routes) and our rules.
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         let link = self

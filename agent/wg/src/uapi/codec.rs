@@ -55,9 +55,14 @@ pub fn encode_set(update: &DeviceUpdate) -> String {
 pub fn decode_errno(reply: &str) -> Result<(), String> {
     for line in reply.lines() {
         if let Some(value) = line.strip_prefix("errno=") {
-            return match value.trim() {
-                "0" => Ok(()),
-                code => Err(format!("the daemon refused the change (errno {code})")),
+            return match value.trim().parse::<i32>() {
+                Ok(0) => Ok(()),
+                // wireguard-go reports negated errno values.
+                Ok(code) => Err(format!(
+                    "the daemon refused the change: {}",
+                    std::io::Error::from_raw_os_error(code.abs())
+                )),
+                Err(_) => Err(format!("unreadable errno line {line:?}")),
             };
         }
     }

@@ -1,0 +1,30 @@
+//! The data plane on real kernel WireGuard: Debian's kernel booted in the VM lab.
+
+use meshgate_e2e::scenarios;
+use meshgate_vm_lab::vm_test;
+use meshgate_wg::BackendChoice::Kernel;
+
+#[test]
+fn kernel_tunnel_ping_and_changes() {
+    vm_test!("kernel_tunnel_ping_and_changes", || scenarios::tunnel_ping_and_changes(Kernel));
+}
+
+#[test]
+fn kernel_bulk_read_back() {
+    vm_test!("kernel_bulk_read_back", || scenarios::bulk_read_back(Kernel));
+}
+
+#[test]
+fn kernel_bad_input_changes_nothing() {
+    vm_test!("kernel_bad_input_changes_nothing", || scenarios::bad_input_changes_nothing(Kernel));
+}
+
+#[test]
+fn kernel_restart_keeps_flows() {
+    vm_test!("kernel_restart_keeps_flows", || scenarios::restart_keeps_flows(Kernel));
+}
+
+#[test]
+fn kernel_talks_to_independent_peer() {
+    vm_test!("kernel_talks_to_independent_peer", || scenarios::talks_to_independent_peer(Kernel));
+}
