@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meshgate_wg::BackendChoice;
 
 #[derive(Debug, Parser)]
-#[command(name = "meshgate", version, about = "A router appliance for WireGuard mesh networks")]
+#[command(
+    name = "meshgate",
+    version,
+    about = "A router appliance for WireGuard mesh networks"
+)]
 pub struct Cli {
     /// Log filter, as RUST_LOG (e.g. `info`, `meshgate_wg=debug`).
     #[arg(long, global = true, env = "MESHGATE_LOG", default_value = "info")]

@@ -47,7 +47,12 @@ impl InterfaceView {
             fwmark: device.config.fwmark,
             mtu: state.link.mtu,
             up: state.link.up,
-            addresses: state.net.addresses.iter().map(ToString::to_string).collect(),
+            addresses: state
+                .net
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             routes: state
                 .net
                 .routes
@@ -60,9 +65,15 @@ impl InterfaceView {
                 .iter()
                 .map(|r| {
                     let mark = r.fwmark.map_or(String::new(), |(mark, mask)| {
-                        format!("{}fwmark {mark:#x}/{mask:#x} ", if r.invert { "not " } else { "" })
+                        format!(
+                            "{}fwmark {mark:#x}/{mask:#x} ",
+                            if r.invert { "not " } else { "" }
+                        )
                     });
-                    format!("{:?} pref {} {mark}lookup {}", r.family, r.priority, r.table)
+                    format!(
+                        "{:?} pref {} {mark}lookup {}",
+                        r.family, r.priority, r.table
+                    )
                 })
                 .collect(),
             peers: device
@@ -77,7 +88,9 @@ impl InterfaceView {
                         allowed_ips: peer.allowed_ips.iter().map(ToString::to_string).collect(),
                         persistent_keepalive: peer.persistent_keepalive,
                         last_handshake: stats.last_handshake.and_then(|t| {
-                            t.duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs())
+                            t.duration_since(SystemTime::UNIX_EPOCH)
+                                .ok()
+                                .map(|d| d.as_secs())
                         }),
                         rx_bytes: stats.rx_bytes,
                         tx_bytes: stats.tx_bytes,
@@ -98,7 +111,12 @@ impl InterfaceView {
         if self.fwmark != 0 {
             let _ = writeln!(out, "  fwmark: {:#x}", self.fwmark);
         }
-        let _ = writeln!(out, "  mtu: {}, {}", self.mtu, if self.up { "up" } else { "down" });
+        let _ = writeln!(
+            out,
+            "  mtu: {}, {}",
+            self.mtu,
+            if self.up { "up" } else { "down" }
+        );
         for (label, items) in [
             ("address", &self.addresses),
             ("route", &self.routes),
@@ -123,7 +141,11 @@ impl InterfaceView {
             };
             let _ = writeln!(out, "  allowed ips: {ips}");
             if let Some(at) = peer.last_handshake {
-                let _ = writeln!(out, "  latest handshake: {} seconds ago", now.saturating_sub(at));
+                let _ = writeln!(
+                    out,
+                    "  latest handshake: {} seconds ago",
+                    now.saturating_sub(at)
+                );
             }
             if peer.rx_bytes > 0 || peer.tx_bytes > 0 {
                 let _ = writeln!(

@@ -100,7 +100,9 @@ mod tests {
         let mut config = DeviceConfig::default();
         let a = PrivateKey::generate().public_key();
         let b = PrivateKey::generate().public_key();
-        config.peers.insert(a, peer(&["10.0.0.1/32", "10.1.0.0/16"]));
+        config
+            .peers
+            .insert(a, peer(&["10.0.0.1/32", "10.1.0.0/16"]));
         config.peers.insert(b, peer(&["10.1.0.0/16"]));
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("10.1.0.0/16 is given to two peers"), "{err}");
@@ -125,7 +127,13 @@ mod tests {
         config
             .peers
             .insert(PrivateKey::generate().public_key(), peer(&["10.1.2.3/16"]));
-        assert!(config.validate().unwrap_err().to_string().contains("10.1.0.0/16"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("10.1.0.0/16")
+        );
         config.normalize();
         config.validate().unwrap();
     }

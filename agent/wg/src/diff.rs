@@ -171,7 +171,12 @@ mod tests {
     #[test]
     fn one_changed_peer_is_one_update() {
         let mut peers: Vec<_> = (1..=100)
-            .map(|n| (key(n), peer("192.0.2.1:51820", &[&format!("10.0.0.{n}/32")])))
+            .map(|n| {
+                (
+                    key(n),
+                    peer("192.0.2.1:51820", &[&format!("10.0.0.{n}/32")]),
+                )
+            })
             .collect();
         let before = device(peers.clone());
         peers[41].1.endpoint = Some("198.51.100.7:4242".parse().unwrap());
@@ -199,7 +204,10 @@ mod tests {
         assert_eq!(update.peers.len(), 3);
         assert!(update.peers[0].remove && update.peers[0].public_key == key(1));
         assert_eq!(update.peers[1].public_key, key(2));
-        assert_eq!(update.peers[1].replace_allowed_ips.as_ref().unwrap().len(), 2);
+        assert_eq!(
+            update.peers[1].replace_allowed_ips.as_ref().unwrap().len(),
+            2
+        );
         assert_eq!(update.peers[2].public_key, key(3));
         assert!(update.peers[2].replace_allowed_ips.is_some());
     }
@@ -220,6 +228,9 @@ mod tests {
         after.listen_port = 0;
         let update = diff(&before, &after);
         assert_eq!(update.fwmark, Some(0));
-        assert_eq!(update.listen_port, None, "port 0 means keep whatever the kernel chose");
+        assert_eq!(
+            update.listen_port, None,
+            "port 0 means keep whatever the kernel chose"
+        );
     }
 }

@@ -80,6 +80,8 @@ pub struct ApplyReport {
     pub created: bool,
     /// WireGuard configuration messages (netlink) or transactions (UAPI) sent.
     pub device_messages: usize,
+    /// Interface-level WireGuard settings written: "private key", "listen port", "fwmark".
+    pub device_settings: Vec<&'static str>,
     pub peers_changed: usize,
     /// Addresses, routes, rules and link settings changed.
     pub net_changes: usize,
@@ -97,11 +99,19 @@ impl fmt::Display for ApplyReport {
             f,
             "{} backend{}: {} peer(s) changed in {} message(s), {} address/route/rule/link change(s)",
             self.backend,
-            if self.created { ", interface created" } else { "" },
+            if self.created {
+                ", interface created"
+            } else {
+                ""
+            },
             self.peers_changed,
             self.device_messages,
             self.net_changes
-        )
+        )?;
+        if !self.device_settings.is_empty() {
+            write!(f, "; set {}", self.device_settings.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -167,7 +177,14 @@ impl Engine {
         };
 
         let result = self
-            .write(&link, &mut backend, &before_device.config, &before_net, desired, &mut report)
+            .write(
+                &link,
+                &mut backend,
+                &before_device.config,
+                &before_net,
+                desired,
+                &mut report,
+            )
             .await;
         let Err(error) = result else {
             return Ok(report);
@@ -221,7 +238,14 @@ impl Engine {
             ..ApplyReport::default()
         };
         let result = self
-            .write(&link, &mut backend, &from.device, &from.net, to, &mut report)
+            .write(
+                &link,
+                &mut backend,
+                &from.device,
+                &from.net,
+                to,
+                &mut report,
+            )
             .await;
         match result {
             Ok(()) => Ok(report),
@@ -259,8 +283,15 @@ impl Engine {
         let now_device = backend.get(&previous.name).await?;
         let now_net = self.read_net(link).await?;
         let mut ignored = ApplyReport::default();
-        self.write(link, backend, &now_device.config, &now_net, previous, &mut ignored)
-            .await
+        self.write(
+            link,
+            backend,
+            &now_device.config,
+            &now_net,
+            previous,
+            &mut ignored,
+        )
+        .await
     }
 
     async fn write(
@@ -274,6 +305,14 @@ impl Engine {
     ) -> Result<(), Error> {
         let update = diff(actual_device, &desired.device);
         report.peers_changed = update.peer_changes();
+        report.device_settings = [
+            (update.private_key.is_some(), "private key"),
+            (update.listen_port.is_some(), "listen port"),
+            (update.fwmark.is_some(), "fwmark"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, name)| changed.then_some(name))
+        .collect();
         report.device_messages = backend.set(&desired.name, &update).await?;
 
         let want = &desired.net;
@@ -368,7 +407,9 @@ pub fn validate_ifname(name: &str) -> Result<(), Error> {
         && name.len() < 16
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if ok {
         Ok(())
     } else {
@@ -384,7 +425,9 @@ fn validate(desired: &InterfaceConfig) -> Result<(), Error> {
     if let Some(mtu) = desired.net.mtu
         && !(576..=65535).contains(&mtu)
     {
-        return Err(Error::InvalidConfig(format!("MTU {mtu} is outside 576-65535")));
+        return Err(Error::InvalidConfig(format!(
+            "MTU {mtu} is outside 576-65535"
+        )));
     }
     for route in &desired.net.routes {
         if route.table == 0 {

@@ -54,7 +54,10 @@ pub enum Error {
     RolledBack { error: Box<Error> },
 
     #[error("{error}; restoring the previous state also failed: {rollback}")]
-    RollbackFailed { error: Box<Error>, rollback: Box<Error> },
+    RollbackFailed {
+        error: Box<Error>,
+        rollback: Box<Error>,
+    },
 }
 
 impl Error {

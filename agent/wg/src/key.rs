@@ -96,13 +96,19 @@ impl serde::Serialize for PublicKey {
 pub struct PrivateKey([u8; KEY_LEN]);
 
 impl PrivateKey {
-    /// A fresh key from the operating system's random source, clamped as Curve25519 wants.
+    /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
         let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
-        PrivateKey(secret.to_bytes())
+        Self::from_bytes(secret.to_bytes())
     }
 
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+    /// Clamps the scalar as Curve25519 does. The public key is unchanged by this, but the
+    /// kernel and wireguard-go store and report the clamped form, and a stored key must compare
+    /// equal to the one we wrote or every reconcile would rewrite it.
+    pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> Self {
+        bytes[0] &= 248;
+        bytes[31] &= 127;
+        bytes[31] |= 64;
         PrivateKey(bytes)
     }
 
@@ -116,7 +122,7 @@ impl PrivateKey {
     }
 
     pub fn from_hex(text: &str) -> Result<Self, Error> {
-        decode_hex("private key", text).map(PrivateKey)
+        decode_hex("private key", text).map(Self::from_bytes)
     }
 
     pub fn to_hex(&self) -> String {
@@ -132,7 +138,7 @@ impl PrivateKey {
 impl FromStr for PrivateKey {
     type Err = Error;
     fn from_str(text: &str) -> Result<Self, Error> {
-        decode_base64("private key", text).map(PrivateKey)
+        decode_base64("private key", text).map(Self::from_bytes)
     }
 }
 
@@ -189,7 +195,9 @@ mod tests {
     #[test]
     fn public_key_matches_wg_pubkey() {
         // Pair printed by `wg genkey | tee /dev/stderr | wg pubkey`.
-        let private: PrivateKey = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=".parse().unwrap();
+        let private: PrivateKey = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+            .parse()
+            .unwrap();
         assert_eq!(
             private.public_key().to_string(),
             "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
@@ -213,6 +221,16 @@ mod tests {
         let junk = "not a key!".parse::<PublicKey>().unwrap_err().to_string();
         assert!(junk.contains("not base64"), "{junk}");
         assert!(PublicKey::from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn private_keys_are_stored_clamped() {
+        let raw = PrivateKey::from_bytes([0xff; KEY_LEN]);
+        assert_eq!(raw.as_bytes()[0], 0xf8);
+        assert_eq!(raw.as_bytes()[31], 0x7f);
+        let unclamped = "//////////////////////////////////////////8=";
+        let parsed: PrivateKey = unclamped.parse().unwrap();
+        assert_eq!(parsed, raw);
     }
 
     #[test]

@@ -183,9 +183,9 @@ fn interface_key(
         }
         "address" => {
             for item in list(value) {
-                let net: IpNet = item
-                    .parse()
-                    .map_err(|_| format!("Address {item:?} is not an address with a prefix length"))?;
+                let net: IpNet = item.parse().map_err(|_| {
+                    format!("Address {item:?} is not an address with a prefix length")
+                })?;
                 config.net.addresses.insert(net);
             }
         }
@@ -212,8 +212,7 @@ fn peer_key(
     match key.to_ascii_lowercase().as_str() {
         "publickey" => *public_key = Some(value.parse().map_err(|e: Error| e.to_string())?),
         "presharedkey" => {
-            peer.preshared_key =
-                Some(value.parse::<PresharedKey>().map_err(|e| e.to_string())?);
+            peer.preshared_key = Some(value.parse::<PresharedKey>().map_err(|e| e.to_string())?);
         }
         "endpoint" => {
             peer.endpoint = Some(value.parse::<SocketAddr>().map_err(|_| {
@@ -249,7 +248,10 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 fn parse_number<T: TryFrom<u64>>(value: &str, what: &str) -> Result<T, String> {
-    let parsed = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => value.parse::<u64>(),
     };
@@ -350,7 +352,13 @@ mod tests {
         assert_eq!(config.net.routes.len(), 2);
         assert!(config.net.routes.iter().all(|r| r.table == 52));
         assert_eq!(config.net.rules.len(), 2);
-        assert!(config.net.rules.iter().all(|r| r.invert && r.priority == 5270));
+        assert!(
+            config
+                .net
+                .rules
+                .iter()
+                .all(|r| r.invert && r.priority == 5270)
+        );
     }
 
     #[test]
@@ -362,19 +370,35 @@ mod tests {
 
         let text = sample().replace(PEER, "not-a-key");
         let err = parse(&text, "t.conf", "wg0").unwrap_err().to_string();
-        assert!(err.contains("t.conf:11:") && err.contains("public key"), "{err}");
+        assert!(
+            err.contains("t.conf:11:") && err.contains("public key"),
+            "{err}"
+        );
 
         let text = sample().replace("MTU", "MUT");
-        assert!(parse(&text, "t.conf", "wg0").unwrap_err().to_string().contains("unknown key"));
+        assert!(
+            parse(&text, "t.conf", "wg0")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key")
+        );
 
         let text = sample().replace("Endpoint = 192.0.2.1:41641", "Endpoint = example.com:1");
-        assert!(parse(&text, "t.conf", "wg0").unwrap_err().to_string().contains("not resolved"));
+        assert!(
+            parse(&text, "t.conf", "wg0")
+                .unwrap_err()
+                .to_string()
+                .contains("not resolved")
+        );
     }
 
     #[test]
     fn overlapping_peers_are_refused() {
         let other = PrivateKey::generate().public_key();
-        let text = format!("{}\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.1.0.0/16\n", sample());
+        let text = format!(
+            "{}\n[Peer]\nPublicKey = {other}\nAllowedIPs = 10.1.0.0/16\n",
+            sample()
+        );
         let err = parse(&text, "t.conf", "wg0").unwrap_err().to_string();
         assert!(err.contains("given to two peers"), "{err}");
     }
@@ -383,7 +407,10 @@ mod tests {
     fn a_peer_without_key_is_refused() {
         let text = "[Interface]\n[Peer]\nAllowedIPs = 10.0.0.1/32\n";
         let err = parse(text, "t.conf", "wg0").unwrap_err().to_string();
-        assert!(err.contains("t.conf:2:") && err.contains("without PublicKey"), "{err}");
+        assert!(
+            err.contains("t.conf:2:") && err.contains("without PublicKey"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,14 +50,22 @@ pub fn with_engine<R: Send + 'static>(
     .expect("running in the lab host")
 }
 
-pub fn apply(host: &Host, backend: BackendChoice, config: &InterfaceConfig) -> Result<ApplyReport, Error> {
+pub fn apply(
+    host: &Host,
+    backend: BackendChoice,
+    config: &InterfaceConfig,
+) -> Result<ApplyReport, Error> {
     let config = config.clone();
-    with_engine(host, backend, async move |engine| engine.apply(&config).await)
+    with_engine(host, backend, async move |engine| {
+        engine.apply(&config).await
+    })
 }
 
 pub fn read(host: &Host, name: &str) -> Result<InterfaceState, Error> {
     let name = name.to_string();
-    with_engine(host, BackendChoice::Auto, async move |engine| engine.read(&name).await)
+    with_engine(host, BackendChoice::Auto, async move |engine| {
+        engine.read(&name).await
+    })
 }
 
 pub mod scenarios;

@@ -21,6 +21,7 @@ pub fn tunnel_ip(n: u8) -> IpAddr {
 }
 
 /// Two hosts on one switch, each with a meshgate interface peered with the other.
+#[allow(missing_debug_implementations)]
 pub struct Pair {
     pub lab: Lab,
     pub segment: Segment,
@@ -33,7 +34,7 @@ pub struct Pair {
 impl Pair {
     pub fn new(name: &str) -> Pair {
         let lab = Lab::new(name).expect("lab");
-        let segment = lab.add_switch("192.0.2.0/24").expect("switch");
+        let segment = lab.add_switch("underlay").expect("switch");
         let a = lab.add_host("a").expect("host a");
         let b = lab.add_host("b").expect("host b");
         segment.attach(&a).expect("attach a");
@@ -71,7 +72,12 @@ impl Pair {
     }
 
     pub fn key_b(&self) -> PublicKey {
-        self.config_b.device.private_key.as_ref().unwrap().public_key()
+        self.config_b
+            .device
+            .private_key
+            .as_ref()
+            .unwrap()
+            .public_key()
     }
 
     pub fn apply_both(&self, backend: BackendChoice) {
@@ -115,7 +121,10 @@ pub fn tunnel_ping_and_changes(backend: BackendChoice) {
     // b moves to another port: a's packets go nowhere until a is told.
     pair.config_b.device.listen_port = 41700;
     apply(&pair.b, backend, &pair.config_b).unwrap();
-    assert!(!pair.a.ping(tunnel_ip(2), 2), "ping still answered on b's old port");
+    assert!(
+        !pair.a.ping(tunnel_ip(2), 2),
+        "ping still answered on b's old port"
+    );
     let key_b = pair.key_b();
     let underlay_b = pair.b.addr_on(&pair.segment).unwrap();
     let new_endpoint = SocketAddr::new(underlay_b, 41700);
@@ -123,8 +132,14 @@ pub fn tunnel_ping_and_changes(backend: BackendChoice) {
     let report = apply(&pair.a, backend, &pair.config_a).unwrap();
     assert_eq!(report.peers_changed, 1);
     let state = read(&pair.a, &pair.config_a.name).unwrap();
-    assert_eq!(state.device.config.peers[&key_b].endpoint, Some(new_endpoint));
-    assert!(reaches(&pair.a, tunnel_ip(2)), "no ping after the endpoint change");
+    assert_eq!(
+        state.device.config.peers[&key_b].endpoint,
+        Some(new_endpoint)
+    );
+    assert!(
+        reaches(&pair.a, tunnel_ip(2)),
+        "no ping after the endpoint change"
+    );
 
     // A new address behind b is reachable only once a's peer for b allows it.
     let extra = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 2));
@@ -135,16 +150,28 @@ pub fn tunnel_ping_and_changes(backend: BackendChoice) {
         table: MAIN_TABLE,
     });
     apply(&pair.a, backend, &pair.config_a).unwrap();
-    assert!(!pair.a.ping(extra, 1), "reached {extra} without it in allowed IPs");
+    assert!(
+        !pair.a.ping(extra, 1),
+        "reached {extra} without it in allowed IPs"
+    );
     let peer = pair.config_a.device.peers.get_mut(&key_b).unwrap();
     peer.allowed_ips.insert(host_net(extra));
     apply(&pair.a, backend, &pair.config_a).unwrap();
-    assert!(reaches(&pair.a, extra), "{extra} unreachable after adding it to allowed IPs");
+    assert!(
+        reaches(&pair.a, extra),
+        "{extra} unreachable after adding it to allowed IPs"
+    );
     let peer = pair.config_a.device.peers.get_mut(&key_b).unwrap();
     peer.allowed_ips.remove(&host_net(extra));
     apply(&pair.a, backend, &pair.config_a).unwrap();
-    assert!(!pair.a.ping(extra, 1), "{extra} still reachable after removing it");
-    assert!(reaches(&pair.a, tunnel_ip(2)), "the tunnel address must stay reachable");
+    assert!(
+        !pair.a.ping(extra, 1),
+        "{extra} still reachable after removing it"
+    );
+    assert!(
+        reaches(&pair.a, tunnel_ip(2)),
+        "the tunnel address must stay reachable"
+    );
 }
 
 fn key_for(n: u32) -> PublicKey {
@@ -181,20 +208,32 @@ pub fn bulk_read_back(backend: BackendChoice) {
     let report = apply(&host, backend, &config).expect("apply 2000 peers");
     assert_eq!(report.peers_changed, 2000);
     let state = read(&host, &config.name).unwrap();
-    assert_eq!(state.device.config, config.device, "2000 peers did not read back exactly");
+    assert_eq!(
+        state.device.config, config.device,
+        "2000 peers did not read back exactly"
+    );
 
     let big: BTreeSet<IpNet> = (0..1000u32)
         .map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))))
         .collect();
-    config.device.peers.get_mut(&key_for(7)).unwrap().allowed_ips = big.clone();
+    config
+        .device
+        .peers
+        .get_mut(&key_for(7))
+        .unwrap()
+        .allowed_ips = big.clone();
     let report = apply(&host, backend, &config).unwrap();
     assert_eq!(report.peers_changed, 1);
     let state = read(&host, &config.name).unwrap();
     assert_eq!(state.device.config.peers[&key_for(7)].allowed_ips, big);
     assert_eq!(state.device.config, config.device);
 
-    config.device.peers.get_mut(&key_for(1999)).unwrap().endpoint =
-        Some("203.0.113.9:4000".parse().unwrap());
+    config
+        .device
+        .peers
+        .get_mut(&key_for(1999))
+        .unwrap()
+        .endpoint = Some("203.0.113.9:4000".parse().unwrap());
     let report = apply(&host, backend, &config).unwrap();
     assert_eq!((report.peers_changed, report.device_messages), (1, 1));
     let again = apply(&host, backend, &config).unwrap();
@@ -203,7 +242,7 @@ pub fn bulk_read_back(backend: BackendChoice) {
 
 /// Invalid input is refused before anything is written; a change the system refuses is undone.
 pub fn bad_input_changes_nothing(backend: BackendChoice) {
-    let mut pair = Pair::new("bad");
+    let pair = Pair::new("bad");
     pair.apply_both(backend);
     let before = read(&pair.a, &pair.config_a.name).unwrap();
 
@@ -227,7 +266,10 @@ pub fn bad_input_changes_nothing(backend: BackendChoice) {
     apply(&pair.a, backend, &blocker).unwrap();
     let mut clash = pair.config_a.clone();
     clash.device.listen_port = 41999;
-    clash.device.peers.insert(PrivateKey::generate().public_key(), bulk_peer(1));
+    clash
+        .device
+        .peers
+        .insert(PrivateKey::generate().public_key(), bulk_peer(1));
     clash.net.addresses.insert("10.99.0.1/32".parse().unwrap());
     let err = apply(&pair.a, backend, &clash).unwrap_err();
     assert!(
@@ -259,14 +301,20 @@ pub fn bad_input_changes_nothing(backend: BackendChoice) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("bad.conf:5:") && stderr.contains("public key"), "{stderr}");
+    assert!(
+        stderr.contains("bad.conf:5:") && stderr.contains("public key"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     assert_unchanged(&pair, &before);
 }
 
 fn assert_unchanged(pair: &Pair, before: &meshgate_wg::engine::InterfaceState) {
     let after = read(&pair.a, &pair.config_a.name).unwrap();
-    assert_eq!(after.device.config, before.device.config, "WireGuard state changed");
+    assert_eq!(
+        after.device.config, before.device.config,
+        "WireGuard state changed"
+    );
     assert_eq!(after.net, before.net, "addresses, routes or rules changed");
 }
 
@@ -287,7 +335,13 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
     let start_daemon = |log: &str| {
         let mut command = pair.a.command(meshgate_bin());
         command
-            .args(["daemon", "--iface", &pair.config_a.name, "--backend", backend_arg])
+            .args([
+                "daemon",
+                "--iface",
+                &pair.config_a.name,
+                "--backend",
+                backend_arg,
+            ])
             .arg("--config")
             .arg(&config_file)
             .arg("--state-dir")
@@ -311,9 +365,8 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
     let first = start_daemon("first.log");
     wait_applied("first.log");
     assert!(reaches(&pair.a, tunnel_ip(2)));
-    let handshake_before = read(&pair.a, &pair.config_a.name).unwrap().device.stats
-        [&pair.key_b()]
-        .last_handshake;
+    let handshake_before =
+        read(&pair.a, &pair.config_a.name).unwrap().device.stats[&pair.key_b()].last_handshake;
     assert!(handshake_before.is_some());
 
     let mut ping = pair.a.command("ping");
@@ -354,10 +407,12 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
         out.contains("120 packets transmitted, 120 received"),
         "packets lost across the restart:\n{out}"
     );
-    let handshake_after = read(&pair.a, &pair.config_a.name).unwrap().device.stats
-        [&pair.key_b()]
-        .last_handshake;
-    assert_eq!(handshake_before, handshake_after, "the session was re-established");
+    let handshake_after =
+        read(&pair.a, &pair.config_a.name).unwrap().device.stats[&pair.key_b()].last_handshake;
+    assert_eq!(
+        handshake_before, handshake_after,
+        "the session was re-established"
+    );
     second.kill().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -366,7 +421,12 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
 pub fn write_config(path: &std::path::Path, config: &InterfaceConfig) {
     use std::os::unix::fs::PermissionsExt as _;
     let mut text = meshgate_wg::wgconf::render_wg_setconf(&config.device);
-    let addresses: Vec<String> = config.net.addresses.iter().map(ToString::to_string).collect();
+    let addresses: Vec<String> = config
+        .net
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     text = text.replacen(
         "[Interface]\n",
         &format!("[Interface]\nAddress = {}\n", addresses.join(", ")),
@@ -385,7 +445,8 @@ pub fn talks_to_independent_peer(backend: BackendChoice) {
     let name = &pair.config_b.name;
     match backend {
         BackendChoice::Userspace => {
-            b.exec_ok(["wireguard-go", name.as_str()]).expect("wireguard-go");
+            b.exec_ok(["wireguard-go", name.as_str()])
+                .expect("wireguard-go");
         }
         _ => {
             b.exec_ok(["ip", "link", "add", name.as_str(), "type", "wireguard"])
@@ -401,12 +462,22 @@ pub fn talks_to_independent_peer(backend: BackendChoice) {
     )
     .unwrap();
     let conf = conf.to_str().unwrap();
-    b.exec_ok(["wg", "setconf", name.as_str(), conf]).expect("wg setconf");
+    b.exec_ok(["wg", "setconf", name.as_str(), conf])
+        .expect("wg setconf");
     b.exec_ok(["ip", "address", "add", "10.77.0.2/24", "dev", name.as_str()])
         .unwrap();
-    b.exec_ok(["ip", "link", "set", name.as_str(), "up"]).unwrap();
-    assert!(reaches(&pair.a, tunnel_ip(2)), "no ping to a wg-configured peer");
-    let shown = b.exec_ok(["wg", "show", name.as_str(), "latest-handshakes"]).unwrap();
-    assert!(!shown.trim().ends_with("\t0"), "wg reports no handshake: {shown}");
+    b.exec_ok(["ip", "link", "set", name.as_str(), "up"])
+        .unwrap();
+    assert!(
+        reaches(&pair.a, tunnel_ip(2)),
+        "no ping to a wg-configured peer"
+    );
+    let shown = b
+        .exec_ok(["wg", "show", name.as_str(), "latest-handshakes"])
+        .unwrap();
+    assert!(
+        !shown.trim().ends_with("\t0"),
+        "wg reports no handshake: {shown}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,25 +6,35 @@ use meshgate_wg::BackendChoice::Kernel;
 
 #[test]
 fn kernel_tunnel_ping_and_changes() {
-    vm_test!("kernel_tunnel_ping_and_changes", || scenarios::tunnel_ping_and_changes(Kernel));
+    vm_test!("kernel_tunnel_ping_and_changes", || {
+        scenarios::tunnel_ping_and_changes(Kernel)
+    });
 }
 
 #[test]
 fn kernel_bulk_read_back() {
-    vm_test!("kernel_bulk_read_back", || scenarios::bulk_read_back(Kernel));
+    vm_test!("kernel_bulk_read_back", || scenarios::bulk_read_back(
+        Kernel
+    ));
 }
 
 #[test]
 fn kernel_bad_input_changes_nothing() {
-    vm_test!("kernel_bad_input_changes_nothing", || scenarios::bad_input_changes_nothing(Kernel));
+    vm_test!("kernel_bad_input_changes_nothing", || {
+        scenarios::bad_input_changes_nothing(Kernel)
+    });
 }
 
 #[test]
 fn kernel_restart_keeps_flows() {
-    vm_test!("kernel_restart_keeps_flows", || scenarios::restart_keeps_flows(Kernel));
+    vm_test!("kernel_restart_keeps_flows", || {
+        scenarios::restart_keeps_flows(Kernel)
+    });
 }
 
 #[test]
 fn kernel_talks_to_independent_peer() {
-    vm_test!("kernel_talks_to_independent_peer", || scenarios::talks_to_independent_peer(Kernel));
+    vm_test!("kernel_talks_to_independent_peer", || {
+        scenarios::talks_to_independent_peer(Kernel)
+    });
 }

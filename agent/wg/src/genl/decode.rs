@@ -109,6 +109,8 @@ fn allowed_ip(ip: &WireguardAllowedIp) -> Result<IpNet, Error> {
         context: "reading WireGuard allowed IPs".into(),
         reason: reason.into(),
     };
-    let (addr, cidr) = addr.zip(cidr).ok_or_else(|| bad("an allowed IP without address or mask"))?;
+    let (addr, cidr) = addr
+        .zip(cidr)
+        .ok_or_else(|| bad("an allowed IP without address or mask"))?;
     IpNet::new(addr, cidr).map_err(|_| bad("an allowed IP with a mask longer than its address"))
 }

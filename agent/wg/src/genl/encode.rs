@@ -55,7 +55,9 @@ pub fn encode(ifname: &str, update: &DeviceUpdate, budget: usize) -> Vec<Vec<Wir
                 break;
             }
             // The rest of this peer's allowed IPs go on, added to what was just written.
-            head = vec![WireguardPeerAttribute::PublicKey(*peer.public_key.as_bytes())];
+            head = vec![WireguardPeerAttribute::PublicKey(
+                *peer.public_key.as_bytes(),
+            )];
             out.push(current.finish());
             current = MessageBuilder::new(ifname, None);
         }
@@ -121,7 +123,9 @@ fn peer_size(head: &[WireguardPeerAttribute], ips: &[WireguardAllowedIp]) -> usi
 }
 
 fn peer_head(peer: &PeerUpdate) -> Vec<WireguardPeerAttribute> {
-    let mut head = vec![WireguardPeerAttribute::PublicKey(*peer.public_key.as_bytes())];
+    let mut head = vec![WireguardPeerAttribute::PublicKey(
+        *peer.public_key.as_bytes(),
+    )];
     let mut flags = WireguardPeerFlags::empty();
     if peer.remove {
         flags |= WireguardPeerFlags::RemoveMe;
@@ -192,7 +196,11 @@ mod tests {
         let messages = encode("wg0", &update, MESSAGE_BUDGET);
         assert!(messages.len() > 1);
         for message in &messages {
-            assert!(emitted_len(message) <= MESSAGE_BUDGET, "{}", emitted_len(message));
+            assert!(
+                emitted_len(message) <= MESSAGE_BUDGET,
+                "{}",
+                emitted_len(message)
+            );
         }
     }
 
@@ -234,7 +242,8 @@ mod tests {
         };
         let messages = encode("wg0", &update, 4096);
         let has_port = |m: &Vec<WireguardAttribute>| {
-            m.iter().any(|a| matches!(a, WireguardAttribute::ListenPort(_)))
+            m.iter()
+                .any(|a| matches!(a, WireguardAttribute::ListenPort(_)))
         };
         assert!(has_port(&messages[0]));
         assert!(messages[1..].iter().all(|m| !has_port(m)));
@@ -259,6 +268,10 @@ mod tests {
         let WireguardAttribute::Peers(peers) = messages[0].last().unwrap() else {
             panic!()
         };
-        assert!(!peers[0].iter().any(|a| matches!(a, WireguardPeerAttribute::AllowedIps(_))));
+        assert!(
+            !peers[0]
+                .iter()
+                .any(|a| matches!(a, WireguardPeerAttribute::AllowedIps(_)))
+        );
     }
 }

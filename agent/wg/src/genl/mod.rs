@@ -25,8 +25,8 @@ impl KernelWg {
     /// Opens a generic netlink socket in the calling thread's network namespace. Must be called
     /// within a tokio runtime: the socket's reader runs as a task on it.
     pub fn connect() -> Result<Self, Error> {
-        let (connection, handle, _) =
-            genetlink::new_connection().map_err(|e| Error::netlink("opening generic netlink", e))?;
+        let (connection, handle, _) = genetlink::new_connection()
+            .map_err(|e| Error::netlink("opening generic netlink", e))?;
         tokio::spawn(connection);
         Ok(KernelWg { handle })
     }
@@ -51,7 +51,11 @@ impl KernelWg {
         let messages = encode::encode(ifname, update, encode::MESSAGE_BUDGET);
         let count = messages.len();
         for attributes in messages {
-            let request = message(WireguardCmd::SetDevice, attributes, NLM_F_REQUEST | NLM_F_ACK);
+            let request = message(
+                WireguardCmd::SetDevice,
+                attributes,
+                NLM_F_REQUEST | NLM_F_ACK,
+            );
             self.exchange(&context, request).await?;
         }
         Ok(count)
@@ -90,8 +94,10 @@ fn message(
     attributes: Vec<WireguardAttribute>,
     flags: u16,
 ) -> NetlinkMessage<GenlMessage<WireguardMessage>> {
-    let mut message =
-        NetlinkMessage::from(GenlMessage::from_payload(WireguardMessage { cmd, attributes }));
+    let mut message = NetlinkMessage::from(GenlMessage::from_payload(WireguardMessage {
+        cmd,
+        attributes,
+    }));
     message.header.flags = flags;
     message
 }

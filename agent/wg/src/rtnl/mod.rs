@@ -54,7 +54,12 @@ impl Rtnl {
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<Link>, Error> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(Some(message)) => Ok(Some(link_from(message))),
             Ok(None) => Ok(None),
@@ -101,7 +106,11 @@ impl Rtnl {
 
     pub async fn addresses(&self, link: &Link) -> Result<BTreeSet<IpNet>, Error> {
         let context = format!("listing addresses of {}", link.name);
-        let mut request = self.handle.address().get().set_link_index_filter(link.index);
+        let mut request = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.index);
         request.message_mut().header.index = link.index;
         let messages: Vec<_> = request
             .execute()
@@ -207,20 +216,36 @@ impl Rtnl {
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
             .scope(RouteScope::Link)
             .build();
-        self.handle.route().add(message).execute().await.map_err(|e| {
-            rtnl_error(
-                format!("adding route {} dev {} table {}", route.destination, link.name, route.table),
-                e,
-            )
-        })
+        self.handle
+            .route()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|e| {
+                rtnl_error(
+                    format!(
+                        "adding route {} dev {} table {}",
+                        route.destination, link.name, route.table
+                    ),
+                    e,
+                )
+            })
     }
 
     pub async fn remove_route(&self, link: &Link, route: Route) -> Result<(), Error> {
         for message in self.route_messages(link).await? {
             if route_from(&message) == Some(route) {
-                self.handle.route().del(message).execute().await.map_err(|e| {
-                    rtnl_error(format!("removing route {} dev {}", route.destination, link.name), e)
-                })?;
+                self.handle
+                    .route()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(|e| {
+                        rtnl_error(
+                            format!("removing route {} dev {}", route.destination, link.name),
+                            e,
+                        )
+                    })?;
             }
         }
         Ok(())
@@ -257,7 +282,12 @@ impl Rtnl {
     }
 
     pub async fn add_rule(&self, rule: Rule) -> Result<(), Error> {
-        let mut request = self.handle.rule().add().table_id(rule.table).priority(rule.priority);
+        let mut request = self
+            .handle
+            .rule()
+            .add()
+            .table_id(rule.table)
+            .priority(rule.priority);
         let message = request.message_mut();
         message.header.family = match rule.family {
             Family::V4 => netlink_packet_route::AddressFamily::Inet,
@@ -273,7 +303,9 @@ impl Rtnl {
         }
         message
             .attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::Other(ROUTE_PROTOCOL)));
+            .push(RuleAttribute::Protocol(RouteProtocol::Other(
+                ROUTE_PROTOCOL,
+            )));
         request
             .execute()
             .await
@@ -332,8 +364,12 @@ fn route_from(message: &RouteMessage) -> Option<Route> {
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => destination = Some(IpAddr::V4(*a)),
-            RouteAttribute::Destination(RouteAddress::Inet6(a)) => destination = Some(IpAddr::V6(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => {
+                destination = Some(IpAddr::V4(*a))
+            }
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
+                destination = Some(IpAddr::V6(*a))
+            }
             _ => {}
         }
     }

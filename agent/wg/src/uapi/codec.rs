@@ -108,8 +108,7 @@ pub fn decode_get(reply: &str) -> Result<DeviceState, String> {
                         config.preshared_key = (!psk.is_zero()).then_some(psk);
                     }
                     "endpoint" => {
-                        config.endpoint =
-                            Some(value.parse::<SocketAddr>().map_err(|e| bad(&e))?);
+                        config.endpoint = Some(value.parse::<SocketAddr>().map_err(|e| bad(&e))?);
                     }
                     "persistent_keepalive_interval" => {
                         config.persistent_keepalive = value.parse().map_err(|e| bad(&e))?;
@@ -125,9 +124,8 @@ pub fn decode_get(reply: &str) -> Result<DeviceState, String> {
                     }
                     "last_handshake_time_nsec" => {
                         let nanos: u32 = value.parse().map_err(|e| bad(&e))?;
-                        stats.last_handshake = (handshake_sec != 0 || nanos != 0).then(|| {
-                            SystemTime::UNIX_EPOCH + Duration::new(handshake_sec, nanos)
-                        });
+                        stats.last_handshake = (handshake_sec != 0 || nanos != 0)
+                            .then(|| SystemTime::UNIX_EPOCH + Duration::new(handshake_sec, nanos));
                     }
                     _ => {}
                 }

@@ -46,6 +46,9 @@ impl UserspaceWg {
         let output = tokio::process::Command::new(&program)
             .arg(ifname)
             .env_remove("WG_PROCESS_FOREGROUND")
+            // Its own process group: a Ctrl-C or group kill aimed at the agent must not take
+            // the data plane down with it.
+            .process_group(0)
             .output()
             .await
             .map_err(|e| Error::NoWireGuard(format!("cannot run {program}: {e}")))?;
