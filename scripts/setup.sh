@@ -3,12 +3,20 @@
 # archive only. Run as root. Safe to run again: packages already present are not reinstalled.
 set -euo pipefail
 
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found: meshgate needs a Rust 1.95 toolchain (rustup) on PATH" >&2
+  exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (it installs Debian packages; the labs need network namespaces)" >&2
+  exit 1
+fi
+
 PACKAGES=(
   build-essential pkg-config
   iproute2 iputils-ping nftables kmod cpio
   wireguard-tools wireguard-go
   qemu-system-x86 busybox-static
-  clang llvm libbpf-dev
 )
 
 missing=()
