@@ -1,6 +1,7 @@
 //! The engine: takes the interface we want, reads what the kernel has, and writes only the
 //! difference. A failed apply puts back what was there.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::device::{DeviceConfig, DeviceState};
@@ -144,7 +145,7 @@ impl Engine {
             .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
         let mut backend = self.backend_for(&link).await?;
         let device = backend.get(name).await?;
-        let net = self.read_net(&link).await?;
+        let net = self.read_net(&link, &NetConfig::default()).await?;
         Ok(InterfaceState {
             link,
             backend: backend.name(),
@@ -169,7 +170,7 @@ impl Engine {
             }
         };
         let before_device = backend.get(&desired.name).await?;
-        let before_net = self.read_net(&link).await?;
+        let before_net = self.read_net(&link, &desired.net).await?;
         let mut report = ApplyReport {
             backend: backend.name(),
             created,
@@ -261,16 +262,17 @@ impl Engine {
         }
     }
 
-    /// Removes the interface (and with it its addresses and routes) and our rules.
+    /// Removes the interface (and with it its addresses and routes) and our rules that point at
+    /// the tables it routes into.
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         let link = self
             .rtnl
             .link(name)
             .await?
             .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
-        for rule in self.rtnl.rules().await? {
-            self.rtnl.remove_rule(rule).await?;
-        }
+        let net = self.read_net(&link, &NetConfig::default()).await?;
+        let rules: Vec<_> = net.rules.into_iter().collect();
+        self.rtnl.remove_rules(&rules).await?;
         self.rtnl.delete_link(&link).await
     }
 
@@ -281,7 +283,7 @@ impl Engine {
         previous: &InterfaceConfig,
     ) -> Result<(), Error> {
         let now_device = backend.get(&previous.name).await?;
-        let now_net = self.read_net(link).await?;
+        let now_net = self.read_net(link, &previous.net).await?;
         let mut ignored = ApplyReport::default();
         self.write(
             link,
@@ -330,16 +332,12 @@ impl Engine {
             self.rtnl.set_link(link, mtu_change, true).await?;
         }
         let routes = SetDiff::between(&actual_net.routes, &want.routes);
-        for route in &routes.remove {
-            self.rtnl.remove_route(link, *route).await?;
-        }
+        self.rtnl.remove_routes(link, &routes.remove).await?;
         for route in &routes.add {
             self.rtnl.add_route(link, *route).await?;
         }
         let rules = SetDiff::between(&actual_net.rules, &want.rules);
-        for rule in &rules.remove {
-            self.rtnl.remove_rule(*rule).await?;
-        }
+        self.rtnl.remove_rules(&rules.remove).await?;
         for rule in &rules.add {
             self.rtnl.add_rule(*rule).await?;
         }
@@ -347,12 +345,29 @@ impl Engine {
         Ok(())
     }
 
-    async fn read_net(&self, link: &Link) -> Result<NetConfig, Error> {
+    /// The interface's addresses and our routes through it, and those of our rules that point
+    /// at a table this interface routes into (now, or in `desired`): rules belong to no
+    /// interface, and another meshgate interface's rules must not look like drift.
+    async fn read_net(&self, link: &Link, desired: &NetConfig) -> Result<NetConfig, Error> {
+        let routes = self.rtnl.routes(link).await?;
+        let tables: BTreeSet<u32> = routes
+            .iter()
+            .chain(&desired.routes)
+            .map(|r| r.table)
+            .chain(desired.rules.iter().map(|r| r.table))
+            .collect();
+        let rules = self
+            .rtnl
+            .rules()
+            .await?
+            .into_iter()
+            .filter(|rule| tables.contains(&rule.table))
+            .collect();
         Ok(NetConfig {
             mtu: Some(link.mtu),
             addresses: self.rtnl.addresses(link).await?,
-            routes: self.rtnl.routes(link).await?,
-            rules: self.rtnl.rules().await?,
+            routes,
+            rules,
         })
     }
 

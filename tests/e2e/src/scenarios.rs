@@ -481,3 +481,48 @@ pub fn talks_to_independent_peer(backend: BackendChoice) {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Routes into table 52 and the fwmark rule, from a configuration file; a second interface
+/// with its own table leaves them alone; dropping them from the file removes exactly them.
+pub fn routes_and_rules(backend: BackendChoice) {
+    let lab = Lab::new("rules").expect("lab");
+    let host = lab.add_host("a").expect("host");
+    let peer = PrivateKey::generate().public_key();
+    let file = |table: u32, name: &str, port: u16| {
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {port}\nFwMark = 0x80000\n\
+             Address = 100.64.0.1/32\nTable = {table}\nRulePriority = 5270\n\n\
+             [Peer]\nPublicKey = {peer}\nAllowedIPs = 100.64.0.2/32, 10.1.0.0/16\n",
+            PrivateKey::generate().to_base64()
+        );
+        meshgate_wg::wgconf::parse(&text, "test.conf", name).expect("config")
+    };
+    let first = file(52, &unique_ifname("t"), 41641);
+    apply(&host, backend, &first).unwrap();
+    let rules = host.exec_ok(["ip", "rule", "show"]).unwrap();
+    assert!(
+        rules.contains("5270:\tnot from all fwmark 0x80000/0x80000 lookup 52 proto 109"),
+        "{rules}"
+    );
+    let routes = host.exec_ok(["ip", "route", "show", "table", "52"]).unwrap();
+    assert!(routes.contains("10.1.0.0/16 dev") && routes.contains("100.64.0.2 dev"), "{routes}");
+
+    let second = file(53, &unique_ifname("u"), 41642);
+    let mut second = second;
+    second.net.addresses.clear();
+    apply(&host, backend, &second).unwrap();
+    let report = apply(&host, backend, &first).unwrap();
+    assert!(!report.changed_anything(), "the second interface disturbed the first: {report}");
+    let rules = host.exec_ok(["ip", "-6", "rule", "show"]).unwrap();
+    assert!(rules.contains("lookup 52") && rules.contains("lookup 53"), "{rules}");
+
+    let mut without = first.clone();
+    without.net.routes.clear();
+    without.net.rules.clear();
+    let report = apply(&host, backend, &without).unwrap();
+    assert_eq!(report.net_changes, 4, "{report}");
+    let rules = host.exec_ok(["ip", "rule", "show"]).unwrap();
+    assert!(!rules.contains("lookup 52") && rules.contains("lookup 53"), "{rules}");
+    let routes = host.exec_ok(["ip", "route", "show", "table", "52"]).unwrap_or_default();
+    assert!(routes.trim().is_empty(), "{routes}");
+}

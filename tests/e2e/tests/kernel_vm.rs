@@ -38,3 +38,8 @@ fn kernel_talks_to_independent_peer() {
         scenarios::talks_to_independent_peer(Kernel)
     });
 }
+
+#[test]
+fn kernel_routes_and_rules() {
+    vm_test!("kernel_routes_and_rules", || scenarios::routes_and_rules(Kernel));
+}

@@ -28,3 +28,8 @@ fn userspace_restart_keeps_flows() {
 fn userspace_talks_to_independent_peer() {
     scenarios::talks_to_independent_peer(Userspace);
 }
+
+#[test]
+fn userspace_routes_and_rules() {
+    scenarios::routes_and_rules(Userspace);
+}

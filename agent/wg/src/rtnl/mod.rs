@@ -232,21 +232,19 @@ impl Rtnl {
             })
     }
 
-    pub async fn remove_route(&self, link: &Link, route: Route) -> Result<(), Error> {
+    /// Removes `routes` with one dump, however many there are.
+    pub async fn remove_routes(&self, link: &Link, routes: &[Route]) -> Result<(), Error> {
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let doomed: BTreeSet<Route> = routes.iter().copied().collect();
         for message in self.route_messages(link).await? {
-            if route_from(&message) == Some(route) {
-                self.handle
-                    .route()
-                    .del(message)
-                    .execute()
-                    .await
-                    .map_err(|e| {
-                        rtnl_error(
-                            format!("removing route {} dev {}", route.destination, link.name),
-                            e,
-                        )
-                    })?;
-            }
+            let Some(route) = route_from(&message).filter(|r| doomed.contains(r)) else {
+                continue;
+            };
+            self.handle.route().del(message).execute().await.map_err(|e| {
+                rtnl_error(format!("removing route {} dev {}", route.destination, link.name), e)
+            })?;
         }
         Ok(())
     }
@@ -312,16 +310,22 @@ impl Rtnl {
             .map_err(|e| rtnl_error(format!("adding ip rule {rule:?}"), e))
     }
 
-    pub async fn remove_rule(&self, rule: Rule) -> Result<(), Error> {
+    /// Removes `rules` with one dump.
+    pub async fn remove_rules(&self, rules: &[Rule]) -> Result<(), Error> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let doomed: BTreeSet<Rule> = rules.iter().copied().collect();
         for message in self.rule_messages().await? {
-            if rule_from(&message) == Some(rule) {
-                self.handle
-                    .rule()
-                    .del(message)
-                    .execute()
-                    .await
-                    .map_err(|e| rtnl_error(format!("removing ip rule {rule:?}"), e))?;
-            }
+            let Some(rule) = rule_from(&message).filter(|r| doomed.contains(r)) else {
+                continue;
+            };
+            self.handle
+                .rule()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| rtnl_error(format!("removing ip rule {rule:?}"), e))?;
         }
         Ok(())
     }
