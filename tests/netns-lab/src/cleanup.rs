@@ -12,6 +12,8 @@ use crate::{names, netns};
 
 /// How long to wait for killed processes to go away before unpinning their namespaces anyway.
 const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long daemons get to clean up after SIGTERM before they are killed.
+const TERM_GRACE: Duration = Duration::from_millis(500);
 
 /// Kills every process in `namespaces` (except this one) and deletes the namespaces. Goes on
 /// past failures, so that one stuck namespace does not leave the others behind, and returns the
@@ -59,6 +61,18 @@ fn kill_processes(namespaces: &[String]) {
         .collect();
     if inodes.is_empty() {
         return;
+    }
+    // SIGTERM first: daemons such as wireguard-go then remove their sockets (which live
+    // outside the namespace, in /var/run/wireguard) instead of leaving them stale.
+    let polite = Instant::now() + TERM_GRACE;
+    let mut pids = pids_in(&inodes);
+    for &pid in &pids {
+        // SAFETY: kill has no memory-safety preconditions; a vanished pid yields ESRCH.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    while !pids.is_empty() && Instant::now() < polite {
+        std::thread::sleep(Duration::from_millis(10));
+        pids = pids_in(&inodes);
     }
     let deadline = Instant::now() + KILL_GRACE;
     loop {

@@ -35,7 +35,10 @@ pub(crate) fn checked(cmd: &mut Command, stdin: Option<&str>) -> Result<String> 
                 .spawn()
                 .map_err(|e| Error::io(format!("cannot run `{}`", render(cmd)), e))?;
             // Dropping the handle after writing closes the pipe, which ends the tool's input.
-            let written = child.stdin.take().map(|mut s| s.write_all(input.as_bytes()));
+            let written = child
+                .stdin
+                .take()
+                .map(|mut s| s.write_all(input.as_bytes()));
             let out = child
                 .wait_with_output()
                 .map_err(|e| Error::io(format!("waiting for `{}`", render(cmd)), e))?;

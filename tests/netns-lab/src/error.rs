@@ -82,6 +82,14 @@ pub enum Error {
         /// The offending `ip -o -d link` line.
         line: String,
     },
+    /// A new interface did not become operationally up in time.
+    #[error("interface {iface} in namespace {netns} did not come up")]
+    LinkNotUp {
+        /// The namespace.
+        netns: String,
+        /// The interface.
+        iface: String,
+    },
     /// A UDP probe got no (valid) answer.
     #[error("UDP probe to {target} got no answer")]
     ProbeTimeout {

@@ -18,11 +18,19 @@ pub(crate) fn path(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(name)
 }
 
-/// Creates namespace `name` with its loopback up (many tools expect 127.0.0.1 to work).
+/// Creates namespace `name` with its loopback up (many tools expect 127.0.0.1 to work) and
+/// IPv6 duplicate address detection off: lab addresses are unique by construction, and DAD
+/// would keep each new link-local address unusable for a second.
 pub(crate) fn create(name: &str) -> Result<()> {
     cmd::ip(["netns", "add", name])?;
     cmd::ip(["-n", name, "link", "set", "lo", "up"])?;
-    Ok(())
+    run_in(name, || {
+        for scope in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad");
+            std::fs::write(&path, "0").map_err(|e| Error::io(format!("{path} in {name}"), e))?;
+        }
+        Ok(())
+    })?
 }
 
 /// Unpins namespace `name`. The kernel frees it (and with it its interfaces, veth peers and
