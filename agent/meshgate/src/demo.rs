@@ -49,9 +49,17 @@ fn demo(backend: BackendChoice) -> DemoResult<()> {
     let home_lan = lab.add_lan(&home)?;
     let laptop = lab.add_lan_host(&home_lan, "laptop")?;
     lab.check_isolation()?;
-    let office_public = office.host().addr_on(&internet).ok_or("office has no address")?;
-    let printer_ip = printer.addr_on(&office_lan).ok_or("printer has no address")?;
-    let lan_net = *office_lan.subnets().first().ok_or("office LAN has no subnet")?;
+    let office_public = office
+        .host()
+        .addr_on(&internet)
+        .ok_or("office has no address")?;
+    let printer_ip = printer
+        .addr_on(&office_lan)
+        .ok_or("printer has no address")?;
+    let lan_net = *office_lan
+        .subnets()
+        .first()
+        .ok_or("office LAN has no subnet")?;
     println!("   office {office_public} (LAN {lan_net}, printer {printer_ip}); laptop behind NAT");
 
     let office_key = PrivateKey::generate();
@@ -143,37 +151,43 @@ fn interface(name: &str, key: &PrivateKey, port: u16, address: Ipv4Addr) -> Inte
 
 fn in_host<R: Send>(
     host: &Host,
+    backend: BackendChoice,
     f: impl AsyncFnOnce(&Engine) -> Result<R, meshgate_wg::Error> + Send,
 ) -> DemoResult<R> {
-    let result = host.run(move || -> DemoResult<R> {
+    host.run(move || -> DemoResult<R> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            let engine = Engine::new(BackendChoice::Auto)?;
+            let engine = Engine::new(backend)?;
             Ok(f(&engine).await?)
         })
-    })?;
-    result
+    })?
 }
 
 fn apply(host: &Host, backend: BackendChoice, config: &InterfaceConfig) -> DemoResult<ApplyReport> {
-    in_host(host, async move |_| {
-        let engine = Engine::new(backend)?;
+    in_host(host, backend, async move |engine| {
         engine.apply(config).await
     })
 }
 
 fn read(host: &Host, name: &str) -> DemoResult<meshgate_wg::engine::InterfaceState> {
-    in_host(host, async move |engine| engine.read(name).await)
+    in_host(host, BackendChoice::Auto, async move |engine| {
+        engine.read(name).await
+    })
 }
 
 fn ping(host: &Host, target: IpAddr) -> DemoResult<()> {
-    let output = host.exec(["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2"].into_iter().chain([
-        target.to_string().as_str(),
-    ]))?;
+    let output = host.exec(
+        ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2"]
+            .into_iter()
+            .chain([target.to_string().as_str()]),
+    )?;
     let text = String::from_utf8_lossy(&output.stdout);
-    for line in text.lines().filter(|l| l.contains("packets") || l.contains("rtt")) {
+    for line in text
+        .lines()
+        .filter(|l| l.contains("packets") || l.contains("rtt"))
+    {
         println!("   {line}");
     }
     if output.status.success() {

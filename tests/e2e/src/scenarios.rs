@@ -190,7 +190,7 @@ fn bulk_peer(n: u32) -> PeerConfig {
             10_000 + (n % 50_000) as u16,
         )),
         allowed_ips: [IpNet::from(IpAddr::V4(v4)), IpNet::from(IpAddr::V6(v6))].into(),
-        persistent_keepalive: if n % 3 == 0 { 25 } else { 0 },
+        persistent_keepalive: if n.is_multiple_of(3) { 25 } else { 0 },
         ..PeerConfig::default()
     }
 }
@@ -504,17 +504,28 @@ pub fn routes_and_rules(backend: BackendChoice) {
         rules.contains("5270:\tnot from all fwmark 0x80000/0x80000 lookup 52 proto 109"),
         "{rules}"
     );
-    let routes = host.exec_ok(["ip", "route", "show", "table", "52"]).unwrap();
-    assert!(routes.contains("10.1.0.0/16 dev") && routes.contains("100.64.0.2 dev"), "{routes}");
+    let routes = host
+        .exec_ok(["ip", "route", "show", "table", "52"])
+        .unwrap();
+    assert!(
+        routes.contains("10.1.0.0/16 dev") && routes.contains("100.64.0.2 dev"),
+        "{routes}"
+    );
 
     let second = file(53, &unique_ifname("u"), 41642);
     let mut second = second;
     second.net.addresses.clear();
     apply(&host, backend, &second).unwrap();
     let report = apply(&host, backend, &first).unwrap();
-    assert!(!report.changed_anything(), "the second interface disturbed the first: {report}");
+    assert!(
+        !report.changed_anything(),
+        "the second interface disturbed the first: {report}"
+    );
     let rules = host.exec_ok(["ip", "-6", "rule", "show"]).unwrap();
-    assert!(rules.contains("lookup 52") && rules.contains("lookup 53"), "{rules}");
+    assert!(
+        rules.contains("lookup 52") && rules.contains("lookup 53"),
+        "{rules}"
+    );
 
     let mut without = first.clone();
     without.net.routes.clear();
@@ -522,7 +533,12 @@ pub fn routes_and_rules(backend: BackendChoice) {
     let report = apply(&host, backend, &without).unwrap();
     assert_eq!(report.net_changes, 4, "{report}");
     let rules = host.exec_ok(["ip", "rule", "show"]).unwrap();
-    assert!(!rules.contains("lookup 52") && rules.contains("lookup 53"), "{rules}");
-    let routes = host.exec_ok(["ip", "route", "show", "table", "52"]).unwrap_or_default();
+    assert!(
+        !rules.contains("lookup 52") && rules.contains("lookup 53"),
+        "{rules}"
+    );
+    let routes = host
+        .exec_ok(["ip", "route", "show", "table", "52"])
+        .unwrap_or_default();
     assert!(routes.trim().is_empty(), "{routes}");
 }

@@ -41,5 +41,7 @@ fn kernel_talks_to_independent_peer() {
 
 #[test]
 fn kernel_routes_and_rules() {
-    vm_test!("kernel_routes_and_rules", || scenarios::routes_and_rules(Kernel));
+    vm_test!("kernel_routes_and_rules", || scenarios::routes_and_rules(
+        Kernel
+    ));
 }

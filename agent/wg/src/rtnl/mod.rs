@@ -242,9 +242,17 @@ impl Rtnl {
             let Some(route) = route_from(&message).filter(|r| doomed.contains(r)) else {
                 continue;
             };
-            self.handle.route().del(message).execute().await.map_err(|e| {
-                rtnl_error(format!("removing route {} dev {}", route.destination, link.name), e)
-            })?;
+            self.handle
+                .route()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| {
+                    rtnl_error(
+                        format!("removing route {} dev {}", route.destination, link.name),
+                        e,
+                    )
+                })?;
         }
         Ok(())
     }
