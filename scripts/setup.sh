@@ -16,7 +16,7 @@ PACKAGES=(
   build-essential pkg-config
   iproute2 iputils-ping nftables kmod cpio
   wireguard-tools wireguard-go
-  qemu-system-x86 busybox-static
+  qemu-system-x86 busybox-static xz-utils
 )
 
 missing=()
