@@ -57,6 +57,12 @@ mnt -t tmpfs -o mode=700 tmpfs /host/root
 [ -d /host/var/tmp ] && mnt -t tmpfs -o mode=1777 tmpfs /host/var/tmp
 mkdir -p /host/run/vmlab
 mnt -t 9p -o "$p9" vmlabshare /host/run/vmlab
+# Host directories the scenario needs from under the scratch mounts (a checkout in /tmp, say),
+# read-only at their own paths; /ctl/expose lists "tag path" lines.
+while read -r tag path; do
+    mkdir -p "/host$path" || die "mkdir $path"
+    mnt -t 9p -o "$p9,ro,cache=loose" "$tag" "/host$path"
+done </ctl/expose
 cp /ctl/scenario.sh /host/run/vmlab-scenario.sh || die "cannot copy the scenario"
 
 ip link set lo up

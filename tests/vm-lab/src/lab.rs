@@ -96,6 +96,16 @@ impl VmLab {
         std::fs::write(&run_id_path, format!("{run_id}\n"))
             .context(|| format!("writing {}", run_id_path.display()))?;
 
+        let exposed = scenario.hidden_host_dirs()?;
+        let expose_path = ctl.path().join("expose");
+        let expose_list: String = exposed
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| format!("{}{i} {}\n", crate::qemu::TAG_EXPOSE_PREFIX, dir.display()))
+            .collect();
+        std::fs::write(&expose_path, expose_list)
+            .context(|| format!("writing {}", expose_path.display()))?;
+
         let slots = slots::acquire(&self.cache_dir, scenario.cpus)?;
         let finished = Boot {
             qemu: &self.qemu,
@@ -106,6 +116,7 @@ impl VmLab {
             kernel_args: &scenario.kernel_args,
             ctl_dir: ctl.path(),
             share_dir: share.path(),
+            exposed: &exposed,
             run_id: &run_id,
             timeout: scenario.timeout,
         }

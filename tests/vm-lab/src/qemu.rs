@@ -4,13 +4,16 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::initramfs::{TAG_CTL, TAG_HOST_ROOT, TAG_SHARE};
+
+/// 9p tags of the host directories in [`Boot::exposed`]: this prefix and the index.
+pub(crate) const TAG_EXPOSE_PREFIX: &str = "vmlabx";
 
 pub(crate) const QEMU_ENV: &str = "MESHGATE_QEMU";
 const ECHO_ENV: &str = "MESHGATE_VMLAB_ECHO";
@@ -38,6 +41,8 @@ pub(crate) struct Boot<'a> {
     pub kernel_args: &'a [String],
     pub ctl_dir: &'a Path,
     pub share_dir: &'a Path,
+    /// Host directories mounted read-only at their own path, over the VM's scratch mounts.
+    pub exposed: &'a [PathBuf],
     pub run_id: &'a str,
     pub timeout: Duration,
 }
@@ -87,10 +92,14 @@ impl Boot<'_> {
         .arg("-virtfs")
         .arg(virtfs(self.ctl_dir, TAG_CTL, false))
         .arg("-virtfs")
-        .arg(virtfs(self.share_dir, TAG_SHARE, false))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .arg(virtfs(self.share_dir, TAG_SHARE, false));
+        for (i, dir) in self.exposed.iter().enumerate() {
+            cmd.arg("-virtfs")
+                .arg(virtfs(dir, &format!("{TAG_EXPOSE_PREFIX}{i}"), true));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // KillOnDrop covers every way out of `run` except this process being killed outright;
         // then the kernel kills qemu too.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.

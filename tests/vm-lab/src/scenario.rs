@@ -179,8 +179,7 @@ impl Scenario {
         s.extend_from_slice(b"cd ");
         quote_into(&mut s, cwd.as_os_str());
         s.extend_from_slice(
-            b" || { echo 'meshgate-vm-lab: no such directory in the VM (its /tmp, /run, /root \
-              and /var/tmp are empty tmpfs)' >&2; exit 125; }\nexec",
+            b" || { echo 'meshgate-vm-lab: no such directory in the VM' >&2; exit 125; }\nexec",
         );
         for word in &self.argv {
             s.push(b' ');
@@ -190,9 +189,43 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Host directories the scenario needs that the VM's scratch tmpfs mounts (/tmp, /run,
+    /// /root, /var/tmp) would hide: the top directory under such a mount that holds the
+    /// working directory or the program, e.g. a checkout in /tmp/ci-1234. Each is shared
+    /// read-only and mounted at the same path inside the VM.
+    pub(crate) fn hidden_host_dirs(&self) -> Result<Vec<PathBuf>, Error> {
+        let cwd = match &self.cwd {
+            Some(cwd) => cwd.clone(),
+            None => std::env::current_dir()
+                .map_err(|e| Error::io("reading the current directory", e))?,
+        };
+        let program = self.argv.first().map(PathBuf::from);
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for path in std::iter::once(cwd).chain(program.filter(|p| p.is_absolute())) {
+            let Some(dir) = hidden_top_dir(&path) else {
+                continue;
+            };
+            if !dirs.contains(&dir) && dir.is_dir() {
+                dirs.push(dir);
+            }
+        }
+        Ok(dirs)
+    }
+
     pub(crate) fn caller_share(&self) -> Option<&Path> {
         self.share_dir.as_deref()
     }
+}
+
+/// The scratch mounts the VM's init puts over the host's directories.
+pub(crate) const SCRATCH_DIRS: [&str; 4] = ["/tmp", "/run", "/root", "/var/tmp"];
+
+fn hidden_top_dir(path: &Path) -> Option<PathBuf> {
+    SCRATCH_DIRS.iter().find_map(|root| {
+        let rest = path.strip_prefix(root).ok()?;
+        let first = rest.components().next()?;
+        Some(Path::new(root).join(first))
+    })
 }
 
 pub(crate) fn is_identifier(name: &OsStr) -> bool {
@@ -219,6 +252,20 @@ fn quote_into(out: &mut Vec<u8>, word: &OsStr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_dirs_are_the_top_directory_under_a_scratch_mount() {
+        assert_eq!(
+            hidden_top_dir(Path::new("/tmp/ci-1/target/debug/deps/x")),
+            Some(PathBuf::from("/tmp/ci-1"))
+        );
+        assert_eq!(hidden_top_dir(Path::new("/work/main/target")), None);
+        assert_eq!(hidden_top_dir(Path::new("/tmp")), None);
+        assert_eq!(
+            hidden_top_dir(Path::new("/var/tmp/a/b")),
+            Some(PathBuf::from("/var/tmp/a"))
+        );
+    }
 
     #[test]
     fn renders_quoted_script() {
