@@ -158,6 +158,7 @@ impl Engine {
     /// configuration is invalid; if the system refuses part of a valid one, what was written is
     /// undone and the error says so.
     pub async fn apply(&self, desired: &InterfaceConfig) -> Result<ApplyReport, Error> {
+        let started = std::time::Instant::now();
         validate(desired)?;
         let (link, mut backend, created) = match self.rtnl.link(&desired.name).await? {
             Some(link) => {
@@ -169,8 +170,11 @@ impl Engine {
                 (link, backend, true)
             }
         };
+        let opened = started.elapsed();
         let before_device = backend.get(&desired.name).await?;
+        let read_device = started.elapsed();
         let before_net = self.read_net(&link, &desired.net).await?;
+        let read_net = started.elapsed();
         let mut report = ApplyReport {
             backend: backend.name(),
             created,
@@ -187,6 +191,14 @@ impl Engine {
                 &mut report,
             )
             .await;
+        tracing::debug!(
+            interface = %desired.name,
+            ?opened,
+            ?read_device,
+            ?read_net,
+            written = ?started.elapsed(),
+            "apply timings (cumulative)"
+        );
         let Err(error) = result else {
             return Ok(report);
         };
