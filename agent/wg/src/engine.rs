@@ -213,15 +213,7 @@ impl Engine {
             };
             self.restore(&link, &mut backend, &previous).await
         };
-        Err(match rollback {
-            Ok(()) => Error::RolledBack {
-                error: Box::new(error),
-            },
-            Err(rollback) => Error::RollbackFailed {
-                error: Box::new(error),
-                rollback: Box::new(rollback),
-            },
-        })
+        Err(Error::after_rollback(error, rollback))
     }
 
     /// Writes the difference between two desired states without reading the system first: what
@@ -262,15 +254,10 @@ impl Engine {
             .await;
         match result {
             Ok(()) => Ok(report),
-            Err(error) => Err(match self.restore(&link, &mut backend, from).await {
-                Ok(()) => Error::RolledBack {
-                    error: Box::new(error),
-                },
-                Err(rollback) => Error::RollbackFailed {
-                    error: Box::new(error),
-                    rollback: Box::new(rollback),
-                },
-            }),
+            Err(error) => {
+                let rollback = self.restore(&link, &mut backend, from).await;
+                Err(Error::after_rollback(error, rollback))
+            }
         }
     }
 

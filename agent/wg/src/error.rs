@@ -75,6 +75,19 @@ impl Error {
         }
     }
 
+    /// `error`, saying whether undoing what it left half-done worked.
+    pub(crate) fn after_rollback(error: Error, rollback: Result<(), Error>) -> Self {
+        match rollback {
+            Ok(()) => Error::RolledBack {
+                error: Box::new(error),
+            },
+            Err(rollback) => Error::RollbackFailed {
+                error: Box::new(error),
+                rollback: Box::new(rollback),
+            },
+        }
+    }
+
     /// The OS error number behind this error, if the kernel returned one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
