@@ -327,11 +327,7 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
     std::fs::create_dir_all(&dir).unwrap();
     let config_file = dir.join("a.conf");
     write_config(&config_file, &pair.config_a);
-    let backend_arg = match backend {
-        BackendChoice::Auto => "auto",
-        BackendChoice::Kernel => "kernel",
-        BackendChoice::Userspace => "userspace",
-    };
+    let backend_arg = backend_flag(backend);
     let start_daemon = |log: &str| {
         let mut command = pair.a.command(meshgate_bin());
         command
@@ -415,6 +411,14 @@ pub fn restart_keeps_flows(backend: BackendChoice) {
     );
     second.kill().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn backend_flag(backend: BackendChoice) -> &'static str {
+    match backend {
+        BackendChoice::Auto => "auto",
+        BackendChoice::Kernel => "kernel",
+        BackendChoice::Userspace => "userspace",
+    }
 }
 
 /// Writes `config` as the wg-quick style file the daemon reads.
@@ -541,4 +545,86 @@ pub fn routes_and_rules(backend: BackendChoice) {
         .exec_ok(["ip", "route", "show", "table", "52"])
         .unwrap_or_default();
     assert!(routes.trim().is_empty(), "{routes}");
+}
+
+/// The daemon puts back what someone else changed, takes a new configuration on SIGHUP, and
+/// keeps the running one when the new file is broken.
+pub fn daemon_mends_drift_and_reloads(backend: BackendChoice) {
+    let pair = Pair::new("drift");
+    let name = pair.config_a.name.clone();
+    let dir = std::env::temp_dir().join(format!("meshgate-drift-{}", unique_ifname("d")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_file = dir.join("a.conf");
+    write_config(&config_file, &pair.config_a);
+    let log = dir.join("daemon.log");
+    let mut command = pair.a.command(meshgate_bin());
+    command
+        .args(["daemon", "--iface", &name, "--reconcile-every", "300ms"])
+        .args(["--backend", backend_flag(backend)])
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--state-dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut daemon = pair.a.spawn(command).expect("daemon");
+    let peers = |host: &Host| -> Vec<PublicKey> {
+        read(host, &name)
+            .map(|s| s.device.config.peers.keys().copied().collect())
+            .unwrap_or_default()
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{what} never happened:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let key_b = pair.key_b();
+    wait_for("the first apply", &|| peers(&pair.a) == vec![key_b]);
+
+    // Someone removes the peer behind the daemon's back.
+    pair.a
+        .exec_ok([
+            "wg",
+            "set",
+            name.as_str(),
+            "peer",
+            &key_b.to_string(),
+            "remove",
+        ])
+        .unwrap();
+    wait_for("restoring the removed peer", &|| {
+        peers(&pair.a) == vec![key_b]
+    });
+
+    // A new peer in the file, then SIGHUP.
+    let mut changed = pair.config_a.clone();
+    let extra = PrivateKey::generate().public_key();
+    changed.device.peers.insert(extra, bulk_peer(3));
+    write_config(&config_file, &changed);
+    let pid = daemon.id().to_string();
+    pair.a.exec_ok(["kill", "-HUP", pid.as_str()]).unwrap();
+    wait_for("the reload", &|| peers(&pair.a).contains(&extra));
+
+    // A broken file: the error is logged, the running configuration stays.
+    std::fs::write(&config_file, "[Interface]\nListenPort = many\n").unwrap();
+    pair.a.exec_ok(["kill", "-HUP", pid.as_str()]).unwrap();
+    wait_for("the reload error", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("keeping the running configuration")
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        peers(&pair.a).contains(&extra),
+        "a broken file changed the interface"
+    );
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon exited on a broken file"
+    );
+    daemon.kill().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -45,3 +45,10 @@ fn kernel_routes_and_rules() {
         Kernel
     ));
 }
+
+#[test]
+fn kernel_daemon_mends_drift_and_reloads() {
+    vm_test!("kernel_daemon_mends_drift_and_reloads", || {
+        scenarios::daemon_mends_drift_and_reloads(Kernel)
+    });
+}

@@ -33,3 +33,8 @@ fn userspace_talks_to_independent_peer() {
 fn userspace_routes_and_rules() {
     scenarios::routes_and_rules(Userspace);
 }
+
+#[test]
+fn userspace_daemon_mends_drift_and_reloads() {
+    scenarios::daemon_mends_drift_and_reloads(Userspace);
+}
