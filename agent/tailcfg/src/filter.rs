@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::serde_util::nullable;
+
 /// IP protocol numbers a rule with an empty `IPProto` covers.
 pub const DEFAULT_PROTOCOLS: [u8; 4] = [6, 17, 1, 58];
 
@@ -10,14 +12,27 @@ pub const DEFAULT_PROTOCOLS: [u8; 4] = [6, 17, 1, 58];
 #[serde(rename_all = "PascalCase")]
 pub struct FilterRule {
     /// Single IPs, CIDRs, `a-b` ranges, `*`, or `cap:<node capability>`.
-    #[serde(rename = "SrcIPs", default)]
+    #[serde(rename = "SrcIPs", default, deserialize_with = "nullable")]
     pub src_ips: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub dst_ports: Vec<NetPortRange>,
     /// Empty means [`DEFAULT_PROTOCOLS`].
-    #[serde(rename = "IPProto", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "IPProto",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ip_proto: Vec<i32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cap_grant: Vec<CapGrant>,
 }
 
@@ -48,9 +63,13 @@ impl PortRange {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CapGrant {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dsts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub caps: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap_map: Option<serde_json::Map<String, serde_json::Value>>,
