@@ -1,0 +1,522 @@
+//! The tokio shell of the control client: `GET /key`, ts2021 (via `meshgate-controlhttp`),
+//! HTTP/2 requests `/machine/register` and `/machine/map`, and [`run`], the reconnecting loop
+//! that feeds the [`NetMap`] and publishes the WireGuard configuration on a `watch` channel.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use meshgate_tailcfg::{
+    CAPABILITY_VERSION, COMPRESS_ZSTD, Hostinfo, MachinePrivate, MapFrameDecoder, MapRequest,
+    MapResponse, NodePrivate, OverTlsPublicKeyResponse, RegisterAuth, RegisterRequest,
+    RegisterResponse,
+};
+use meshgate_wg::InterfaceConfig;
+use rand_core::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::netmap::NetMap;
+use crate::state::Persisted;
+use crate::wgconfig::{WgOptions, interface_config};
+
+/// The control server's Noise public key (raw form used by the ts2021 layer).
+pub use meshgate_controlbase::MachinePublic as ControlPublic;
+
+/// Connecting, the Noise handshake, and one request each.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// No message (not even a keep-alive) for this long: the stream is dead (Tailscale's watchdog).
+pub const MAP_WATCHDOG: Duration = Duration::from_secs(120);
+/// Largest JSON reply to `/key` or `/machine/register` we read.
+const MAX_REPLY: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("control {addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("control: {0}")]
+    Noise(#[from] meshgate_controlhttp::Error),
+    #[error("control HTTP/2: {0}")]
+    H2(#[from] h2::Error),
+    #[error("control answered {path} with {status}: {body}")]
+    Status {
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("control {what}: {detail}")]
+    Protocol { what: &'static str, detail: String },
+    #[error("control timed out during {0}")]
+    Timeout(&'static str),
+    /// `RegisterResponse.Error`: the server refused us (bad or used auth key, …). Not retried.
+    #[error("registration refused by control: {0}")]
+    RegisterRefused(String),
+    /// Interactive login is needed (no usable auth key). Not retried.
+    #[error("control wants an interactive login: visit {0} (or use an auth key)")]
+    NeedsLogin(String),
+    #[error("map stream: {0}")]
+    Map(#[from] meshgate_tailcfg::Error),
+    #[error("map stream ended")]
+    MapEnded,
+}
+
+impl ClientError {
+    /// Errors that reconnecting cannot fix.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::RegisterRefused(_) | ClientError::NeedsLogin(_)
+        )
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal kept).
+fn host_of(addr: &str) -> &str {
+    match addr.rfind(':') {
+        Some(i) if !addr[i..].contains(']') => &addr[..i],
+        _ => addr,
+    }
+}
+
+/// `GET /key?v=<capver>` over plain HTTP/1.1 on `addr` (`host:port`): the control server's
+/// Noise key (reference §5.1).
+pub async fn fetch_control_key(addr: &str) -> Result<ControlPublic, ClientError> {
+    let io_err = |source| ClientError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let fetch = async {
+        let mut tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+        let request = format!(
+            "GET /key?v={CAPABILITY_VERSION} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            host_of(addr)
+        );
+        tcp.write_all(request.as_bytes()).await.map_err(io_err)?;
+        let mut reply = Vec::new();
+        (&mut tcp)
+            .take(MAX_REPLY as u64)
+            .read_to_end(&mut reply)
+            .await
+            .map_err(io_err)?;
+        Ok::<_, ClientError>(reply)
+    };
+    let reply = timeout(CONNECT_TIMEOUT, fetch)
+        .await
+        .map_err(|_| ClientError::Timeout("GET /key"))??;
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if status != 200 {
+        return Err(ClientError::Status {
+            path: "/key".into(),
+            status,
+            body: excerpt(body.as_bytes()),
+        });
+    }
+    // The JSON object itself (tolerates a chunked body, whose size lines surround it).
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => body,
+    };
+    let key: OverTlsPublicKeyResponse =
+        serde_json::from_str(json).map_err(|e| ClientError::Protocol {
+            what: "/key reply",
+            detail: e.to_string(),
+        })?;
+    if key.public_key.is_zero() {
+        return Err(ClientError::Protocol {
+            what: "/key reply",
+            detail: "no publicKey (server too old for ts2021?)".into(),
+        });
+    }
+    Ok(ControlPublic::from_bytes(*key.public_key.as_bytes()))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().to_owned()
+}
+
+/// One ts2021 connection to control, with HTTP/2 on top.
+#[derive(Debug)]
+pub struct ControlClient {
+    host: String,
+    send: h2::client::SendRequest<Bytes>,
+    driver: JoinHandle<()>,
+    /// The EarlyNoise JSON, if the server sent one.
+    pub early_noise: Option<Vec<u8>>,
+}
+
+impl Drop for ControlClient {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl ControlClient {
+    /// Connects to `addr` (`host:port`, plain TCP), runs the Noise handshake with our machine
+    /// key against `control`, and starts HTTP/2.
+    pub async fn connect(
+        addr: &str,
+        control: &ControlPublic,
+        machine: &MachinePrivate,
+    ) -> Result<ControlClient, ClientError> {
+        let host = host_of(addr).to_owned();
+        let machine = meshgate_controlbase::MachinePrivate::from_bytes(*machine.as_secret_bytes());
+        let setup = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ClientError::Io {
+                    addr: addr.to_owned(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let (stream, early) =
+                meshgate_controlhttp::connect(tcp, addr, &machine, control, CAPABILITY_VERSION)
+                    .await?;
+            let (send, connection) = h2::client::handshake(stream).await?;
+            Ok::<_, ClientError>((send, connection, early))
+        };
+        let (send, connection, early_noise) = timeout(CONNECT_TIMEOUT, setup)
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))??;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "control HTTP/2 connection ended");
+            }
+        });
+        Ok(ControlClient {
+            host,
+            send,
+            driver,
+            early_noise,
+        })
+    }
+
+    /// POSTs `body` as JSON to `path`; returns the response once its head arrived.
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<h2::RecvStream, ClientError> {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://{}{path}", self.host))
+            .header("content-type", "application/json")
+            .body(())
+            .map_err(|e| ClientError::Protocol {
+                what: "request",
+                detail: e.to_string(),
+            })?;
+        let send = self.send.clone();
+        let head = async {
+            let mut send = send.ready().await?;
+            let (response, mut tx) = send.send_request(request, false)?;
+            tx.send_data(Bytes::from(body), true)?;
+            Ok::<_, ClientError>(response.await?)
+        };
+        let response = timeout(CONNECT_TIMEOUT, head)
+            .await
+            .map_err(|_| ClientError::Timeout("request"))??;
+        let status = response.status().as_u16();
+        let mut rx = response.into_body();
+        if status != 200 {
+            let body = read_body(&mut rx).await.unwrap_or_default();
+            return Err(ClientError::Status {
+                path: path.to_owned(),
+                status,
+                body: excerpt(&body),
+            });
+        }
+        Ok(rx)
+    }
+
+    /// `/machine/register` with `node_key` and, if given, an auth key (reference §5.5).
+    /// `RegisterResponse.Error` becomes [`ClientError::RegisterRefused`], an `AuthURL`
+    /// [`ClientError::NeedsLogin`]; other answers (`NodeKeyExpired`, `MachineAuthorized`
+    /// false) are returned for the caller to act on.
+    pub async fn register(
+        &mut self,
+        node_key: &NodePrivate,
+        auth_key: Option<&str>,
+        hostinfo: Hostinfo,
+    ) -> Result<RegisterResponse, ClientError> {
+        let request = RegisterRequest {
+            version: CAPABILITY_VERSION,
+            node_key: node_key.public(),
+            auth: auth_key.map(|k| RegisterAuth {
+                auth_key: k.to_owned(),
+            }),
+            hostinfo: Some(hostinfo),
+            ..RegisterRequest::default()
+        };
+        let body = serde_json::to_vec(&request).expect("RegisterRequest serializes");
+        let mut rx = self.post("/machine/register", body).await?;
+        let reply = timeout(CONNECT_TIMEOUT, read_body(&mut rx))
+            .await
+            .map_err(|_| ClientError::Timeout("register"))??;
+        let response: RegisterResponse =
+            serde_json::from_slice(&reply).map_err(|e| ClientError::Protocol {
+                what: "register reply",
+                detail: e.to_string(),
+            })?;
+        if !response.error.is_empty() {
+            return Err(ClientError::RegisterRefused(response.error));
+        }
+        if !response.auth_url.is_empty() {
+            return Err(ClientError::NeedsLogin(response.auth_url));
+        }
+        Ok(response)
+    }
+
+    /// Opens the streaming `/machine/map` long poll (`Stream`, `KeepAlive`, zstd) for
+    /// `node_key`.
+    pub async fn map_stream(
+        &mut self,
+        node_key: &NodePrivate,
+        hostinfo: Hostinfo,
+    ) -> Result<MapStream, ClientError> {
+        let request = MapRequest {
+            version: CAPABILITY_VERSION,
+            compress: COMPRESS_ZSTD.to_owned(),
+            keep_alive: true,
+            node_key: node_key.public(),
+            stream: true,
+            hostinfo: Some(hostinfo),
+            ..MapRequest::default()
+        };
+        let body = serde_json::to_vec(&request).expect("MapRequest serializes");
+        let body = self.post("/machine/map", body).await?;
+        Ok(MapStream {
+            body,
+            decoder: MapFrameDecoder::new(),
+        })
+    }
+}
+
+/// Reads a whole (small) body, releasing flow-control capacity as it goes.
+async fn read_body(rx: &mut h2::RecvStream) -> Result<Vec<u8>, ClientError> {
+    let mut data = Vec::new();
+    while let Some(chunk) = rx.data().await {
+        let chunk = chunk?;
+        let _ = rx.flow_control().release_capacity(chunk.len());
+        if data.len() + chunk.len() > MAX_REPLY {
+            return Err(ClientError::Protocol {
+                what: "reply",
+                detail: format!("longer than {MAX_REPLY} bytes"),
+            });
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
+}
+
+/// The map responses of one long poll, decoded from their frames.
+#[derive(Debug)]
+pub struct MapStream {
+    body: h2::RecvStream,
+    decoder: MapFrameDecoder,
+}
+
+impl MapStream {
+    /// The next message; `Err(MapEnded)` when the server ends the stream. A frame that fails to
+    /// decode is an error for that frame; an oversized frame leaves the stream unusable.
+    pub async fn next(&mut self) -> Result<MapResponse, ClientError> {
+        loop {
+            if let Some(msg) = self.decoder.next() {
+                return Ok(msg?);
+            }
+            if self.decoder.is_failed() {
+                return Err(ClientError::Protocol {
+                    what: "map stream",
+                    detail: "framing failed".into(),
+                });
+            }
+            match self.body.data().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.decoder.push(&chunk);
+                }
+                None => return Err(ClientError::MapEnded),
+            }
+        }
+    }
+}
+
+/// What [`run`] needs besides the keys.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Control server as `host:port` (plain HTTP; TLS is not done yet).
+    pub server: String,
+    pub auth_key: Option<String>,
+    pub hostinfo: Hostinfo,
+    pub wg: WgOptions,
+    /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
+    /// random jitter.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RunConfig {
+    pub fn new(server: impl Into<String>) -> Self {
+        RunConfig {
+            server: server.into(),
+            auth_key: None,
+            hostinfo: Hostinfo::default(),
+            wg: WgOptions::default(),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The delay before reconnect attempt `failures` (≥ 1): `min · 2^(failures-1)` capped at
+/// `max`, plus a random 0–50 % of it.
+pub fn backoff_delay(min: Duration, max: Duration, failures: u32, random: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let base = min.saturating_mul(1 << exp).min(max);
+    let jitter = base.mul_f64(f64::from(random % 1001) / 2000.0);
+    base + jitter
+}
+
+/// Keeps a session with control up for as long as the task lives: fetch the control key,
+/// connect, register (once, until it succeeds), stream the map, apply each message to the
+/// NetMap and publish the WireGuard configuration on `out` whenever it changes. Failures
+/// reconnect with [`backoff_delay`]; returns only on a fatal error
+/// ([`ClientError::is_fatal`]).
+///
+/// The data path reads `out` and never waits for this loop.
+pub async fn run(
+    cfg: RunConfig,
+    state: Persisted,
+    out: watch::Sender<Option<InterfaceConfig>>,
+) -> ClientError {
+    let mut netmap = NetMap::new();
+    let mut registered = false;
+    let mut failures = 0u32;
+    loop {
+        let mut progressed = false;
+        let err = session(
+            &cfg,
+            &state,
+            &out,
+            &mut netmap,
+            &mut registered,
+            &mut progressed,
+        )
+        .await;
+        if err.is_fatal() {
+            tracing::error!(error = %err, "control client stopped");
+            return err;
+        }
+        failures = if progressed { 1 } else { failures + 1 };
+        let delay = backoff_delay(
+            cfg.backoff_min,
+            cfg.backoff_max,
+            failures,
+            rand_core::OsRng.next_u32(),
+        );
+        tracing::warn!(error = %err, retry_in = ?delay, "control session ended");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn session(
+    cfg: &RunConfig,
+    state: &Persisted,
+    out: &watch::Sender<Option<InterfaceConfig>>,
+    netmap: &mut NetMap,
+    registered: &mut bool,
+    progressed: &mut bool,
+) -> ClientError {
+    let result: Result<(), ClientError> = async {
+        let control = fetch_control_key(&cfg.server).await?;
+        let mut client = ControlClient::connect(&cfg.server, &control, &state.machine_key).await?;
+        if !*registered {
+            let reply = client
+                .register(
+                    &state.node_key,
+                    cfg.auth_key.as_deref(),
+                    cfg.hostinfo.clone(),
+                )
+                .await?;
+            if reply.node_key_expired {
+                return Err(ClientError::Protocol {
+                    what: "register",
+                    detail: "node key expired (renewal is not implemented yet)".into(),
+                });
+            }
+            if !reply.machine_authorized {
+                tracing::warn!("registered; awaiting approval by the tailnet admin");
+            }
+            *registered = true;
+        }
+        let mut stream = client
+            .map_stream(&state.node_key, cfg.hostinfo.clone())
+            .await?;
+        loop {
+            let msg = timeout(MAP_WATCHDOG, stream.next())
+                .await
+                .map_err(|_| ClientError::Timeout("map stream (no keep-alive)"))??;
+            *progressed = true;
+            // Recomputed on every message, keep-alives included, so that peers whose key
+            // expired since the last change drop out; the watch only fires on a difference.
+            netmap.apply(msg);
+            let config = interface_config(
+                netmap,
+                &state.node_key,
+                &cfg.wg,
+                meshgate_tailcfg::Time::now(),
+            );
+            out.send_if_modified(|current| {
+                if current.as_ref() == Some(&config) {
+                    false
+                } else {
+                    *current = Some(config);
+                    true
+                }
+            });
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => ClientError::MapEnded,
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_half() {
+        let min = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff_delay(min, max, 1, 0), min);
+        assert_eq!(backoff_delay(min, max, 3, 0), Duration::from_secs(4));
+        assert_eq!(backoff_delay(min, max, 30, 0), max);
+        assert_eq!(
+            backoff_delay(min, max, 1, 1000),
+            Duration::from_millis(1500)
+        );
+        for r in [1, 77, 999, u32::MAX] {
+            let d = backoff_delay(min, max, 100, r);
+            assert!(d >= max && d <= max.mul_f64(1.5), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn host_part() {
+        assert_eq!(host_of("control.example:8080"), "control.example");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("control.example"), "control.example");
+    }
+}

@@ -1,0 +1,566 @@
+//! The server over loopback TCP with real ts2021 clients (controlhttp + h2) and a real SQLite
+//! file. Every wait is bounded by a timeout.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use meshgate_controlbase::{MachinePrivate, MachinePublic as ControlPublic};
+use meshgate_coordinator::{Config, Server};
+use meshgate_coordinator_store::{NewAuthKey, SqliteStore, Store};
+use meshgate_policy::Policy;
+use meshgate_tailcfg::{
+    Hostinfo, MapFrameDecoder, MapRequest, MapResponse, NodePrivate, NodePublic, RegisterAuth,
+    RegisterRequest, RegisterResponse,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+/// Deltas must arrive within this.
+const PROMPT: Duration = Duration::from_secs(1);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "meshgate-coordinator-test-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Running {
+    server: Server,
+    store: Arc<SqliteStore>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(dir: &TempDir) -> Running {
+    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
+    let mut config = Config::new(dir.0.join("state"));
+    config.keep_alive = Duration::from_millis(100);
+    let server = Server::new(store.clone(), config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    let task = tokio::spawn(async move {
+        let _ = s.serve(listener).await;
+    });
+    Running {
+        server,
+        store,
+        addr,
+        task,
+    }
+}
+
+fn auth_key(store: &dyn Store, reusable: bool) -> String {
+    let now = SystemTime::now();
+    let user = store.create_user("alice@example.com", now).unwrap();
+    store
+        .create_auth_key(&NewAuthKey {
+            user: user.id,
+            reusable,
+            ephemeral: false,
+            tags: Vec::new(),
+            expires: None,
+            now,
+        })
+        .unwrap()
+        .secret
+}
+
+/// A ts2021 client: one machine key, one node key, one HTTP/2 connection.
+struct Client {
+    node_key: NodePublic,
+    send: h2::client::SendRequest<Bytes>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, control: &ControlPublic) -> Client {
+        let machine = MachinePrivate::generate().unwrap();
+        let node_key = NodePrivate::generate().public();
+        Client::connect_as(addr, control, machine, node_key).await
+    }
+
+    async fn connect_as(
+        addr: SocketAddr,
+        control: &ControlPublic,
+        machine: MachinePrivate,
+        node_key: NodePublic,
+    ) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (stream, _early) = timeout(
+            LIMIT,
+            meshgate_controlhttp::connect(tcp, "control.test", &machine, control, 130),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let (send, conn) = h2::client::handshake(stream).await.unwrap();
+        tokio::spawn(conn);
+        Client { node_key, send }
+    }
+
+    async fn request(&mut self, path: &str, body: Vec<u8>) -> http::Response<h2::RecvStream> {
+        let send = self.send.clone();
+        let mut send = timeout(LIMIT, send.ready()).await.unwrap().unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://control.test{path}"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (resp, mut tx) = send.send_request(req, false).unwrap();
+        tx.send_data(Bytes::from(body), true).unwrap();
+        timeout(LIMIT, resp).await.unwrap().unwrap()
+    }
+
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let resp = self.request(path, body).await;
+        let status = resp.status().as_u16();
+        let mut rx = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = timeout(LIMIT, rx.data()).await.unwrap() {
+            let chunk = chunk.unwrap();
+            rx.flow_control().release_capacity(chunk.len()).unwrap();
+            data.extend_from_slice(&chunk);
+        }
+        (status, data)
+    }
+
+    async fn register(&mut self, key: &str, hostname: &str) -> RegisterResponse {
+        let req = RegisterRequest {
+            version: 130,
+            node_key: self.node_key,
+            auth: Some(RegisterAuth {
+                auth_key: key.into(),
+            }),
+            hostinfo: Some(Hostinfo {
+                hostname: hostname.into(),
+                os: "linux".into(),
+                ..Hostinfo::default()
+            }),
+            ..RegisterRequest::default()
+        };
+        let (status, body) = self
+            .post("/machine/register", serde_json::to_vec(&req).unwrap())
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn map_request(&self, stream: bool) -> MapRequest {
+        MapRequest {
+            version: 130,
+            node_key: self.node_key,
+            stream,
+            keep_alive: stream,
+            ..MapRequest::default()
+        }
+    }
+
+    async fn stream(&mut self, compress: bool) -> MapStream {
+        let mut req = self.map_request(true);
+        if compress {
+            req.compress = "zstd".into();
+        }
+        let resp = self
+            .request("/machine/map", serde_json::to_vec(&req).unwrap())
+            .await;
+        assert_eq!(resp.status(), 200);
+        MapStream {
+            rx: resp.into_body(),
+            decoder: MapFrameDecoder::new(),
+            raw: Vec::new(),
+            keep_alives: 0,
+        }
+    }
+}
+
+struct MapStream {
+    rx: h2::RecvStream,
+    decoder: MapFrameDecoder,
+    /// Every byte received, for framing checks.
+    raw: Vec<u8>,
+    keep_alives: usize,
+}
+
+impl MapStream {
+    /// The next message that is not a keep-alive, within `limit`.
+    async fn next(&mut self, limit: Duration) -> MapResponse {
+        timeout(limit, async {
+            loop {
+                if let Some(msg) = self.decoder.next() {
+                    let msg = msg.unwrap();
+                    if msg.is_keep_alive_only() {
+                        self.keep_alives += 1;
+                        continue;
+                    }
+                    return msg;
+                }
+                let chunk = self.rx.data().await.expect("stream ended").unwrap();
+                self.rx
+                    .flow_control()
+                    .release_capacity(chunk.len())
+                    .unwrap();
+                self.raw.extend_from_slice(&chunk);
+                self.decoder.push(&chunk);
+            }
+        })
+        .await
+        .expect("no map message in time")
+    }
+
+    /// Skips messages until one satisfies `f`, all within `limit`.
+    async fn until(&mut self, limit: Duration, f: impl Fn(&MapResponse) -> bool) -> MapResponse {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = self.next(left).await;
+            if f(&msg) {
+                return msg;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_stream_deltas_policy_and_removal() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let control = run.server.public_key();
+
+    let mut a = Client::connect(run.addr, &control).await;
+    let resp = a.register(&key, "gw").await;
+    assert!(resp.machine_authorized, "{resp:?}");
+    assert!(resp.error.is_empty());
+    assert_eq!(resp.login.login_name, "alice@example.com");
+
+    let mut sa = a.stream(false).await;
+    let first = sa.next(LIMIT).await;
+    let me = first.node.as_ref().unwrap();
+    assert_eq!(me.addresses[0].to_string(), "100.64.0.1/32");
+    assert_eq!(me.name, "gw.tailnet.meshgate.");
+    assert_eq!(me.online, Some(true));
+    assert_eq!(first.peers.as_deref(), Some(&[][..]));
+    assert!(first.packet_filter.is_some());
+
+    // A second node joins: A hears of it promptly, as a delta.
+    let mut b = Client::connect(run.addr, &control).await;
+    assert!(b.register(&key, "pc").await.machine_authorized);
+    let d = sa.until(PROMPT, |m| !m.peers_changed.is_empty()).await;
+    assert!(d.peers.is_none(), "a delta, not a full map");
+    assert_eq!(d.peers_changed[0].name, "pc.tailnet.meshgate.");
+    assert_eq!(d.peers_changed[0].key, b.node_key);
+
+    let mut sb = b.stream(false).await;
+    let first_b = sb.next(LIMIT).await;
+    assert_eq!(first_b.peers.as_ref().unwrap().len(), 1);
+    // B's stream marks it online: A gets a patch.
+    let p = sa
+        .until(PROMPT, |m| {
+            m.peers_changed_patch.iter().any(|p| p.online == Some(true))
+        })
+        .await;
+    assert_eq!(p.peers_changed_patch[0].node_id, first_b.node.unwrap().id);
+
+    // Keep-alives flow (100 ms in tests).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = tokio::time::Instant::now();
+    run.server
+        .set_policy(Policy::parse(r#"{"acls": []}"#).unwrap());
+    let da = sa.until(PROMPT, |m| m.packet_filter.is_some()).await;
+    let db = sb.until(PROMPT, |m| m.packet_filter.is_some()).await;
+    assert!(t.elapsed() < PROMPT);
+    assert_eq!(da.packet_filter.as_deref(), Some(&[][..]));
+    assert_eq!(db.packet_filter.as_deref(), Some(&[][..]));
+    assert_eq!(da.peers_removed.len(), 1, "deny all also hides the peer");
+    assert!(sa.keep_alives > 0, "keep-alives arrive");
+
+    // Allow again; then delete B in the store and notify: A gets PeersRemoved.
+    run.server.set_policy(
+        Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#).unwrap(),
+    );
+    let again = sa.until(PROMPT, |m| !m.peers_changed.is_empty()).await;
+    let b_id = again.peers_changed[0].id;
+    run.store.delete_node(b_id).unwrap();
+    run.server.notify();
+    let gone = sa.until(PROMPT, |m| !m.peers_removed.is_empty()).await;
+    assert_eq!(gone.peers_removed, [b_id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_auth_key_is_refused_and_stores_nothing() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let _ = auth_key(&*run.store, false);
+    let mut c = Client::connect(run.addr, &run.server.public_key()).await;
+    let resp = c
+        .register(
+            "mgkey-000000000000000000000000000000000000000000000000",
+            "x",
+        )
+        .await;
+    assert!(!resp.machine_authorized);
+    assert!(resp.error.contains("auth key"), "{}", resp.error);
+    let resp = c.register("", "x").await;
+    assert!(
+        resp.error.contains("auth key is required"),
+        "{}",
+        resp.error
+    );
+    assert!(run.store.list_nodes().unwrap().is_empty());
+
+    // Not registered: no map.
+    let (status, _) = c
+        .post(
+            "/machine/map",
+            serde_json::to_vec(&c.map_request(false)).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let mut c = Client::connect(run.addr, &run.server.public_key()).await;
+
+    let (status, body) = c.post("/machine/register", b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("malformed JSON"));
+    let (status, _) = c.post("/machine/nope", b"{}".to_vec()).await;
+    assert_eq!(status, 404);
+    let big = vec![b' '; (1 << 20) + 1];
+    let (status, body) = c.post("/machine/register", big).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(run.store.list_nodes().unwrap().is_empty());
+
+    // Registered, but a map request with another node key is refused.
+    assert!(c.register(&key, "gw").await.machine_authorized);
+    let mut req = c.map_request(false);
+    req.node_key = NodePrivate::generate().public();
+    let (status, _) = c
+        .post("/machine/map", serde_json::to_vec(&req).unwrap())
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lite_update_stores_endpoints_and_routes() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let mut c = Client::connect(run.addr, &run.server.public_key()).await;
+    assert!(c.register(&key, "gw").await.machine_authorized);
+    let mut req = c.map_request(false);
+    req.omit_peers = true;
+    req.endpoints = vec!["198.51.100.7:41641".parse().unwrap()];
+    req.hostinfo = Some(Hostinfo {
+        hostname: "gw".into(),
+        routable_ips: vec!["10.1.0.0/24".parse().unwrap()],
+        ..Hostinfo::default()
+    });
+    let (status, body) = c
+        .post("/machine/map", serde_json::to_vec(&req).unwrap())
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    let node = run.store.list_nodes().unwrap().remove(0);
+    assert_eq!(node.endpoints, req.endpoints);
+    let routes = run.store.routes(node.id).unwrap();
+    assert_eq!(routes.advertised, ["10.1.0.0/24".parse().unwrap()]);
+    assert!(routes.approved.is_empty(), "no autoApprovers");
+
+    // Logout: the key expires and the map is refused.
+    let logout = RegisterRequest {
+        version: 130,
+        node_key: c.node_key,
+        expiry: RegisterRequest::LOGOUT_EXPIRY,
+        ..RegisterRequest::default()
+    };
+    let (status, body) = c
+        .post("/machine/register", serde_json::to_vec(&logout).unwrap())
+        .await;
+    assert_eq!(status, 200);
+    let resp: RegisterResponse = serde_json::from_slice(&body).unwrap();
+    assert!(resp.node_key_expired);
+    let (status, _) = c
+        .post(
+            "/machine/map",
+            serde_json::to_vec(&c.map_request(false)).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_stream() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let mut c = Client::connect(run.addr, &run.server.public_key()).await;
+    assert!(c.register(&key, "gw").await.machine_authorized);
+    let mut s = c.stream(true).await;
+    let first = s.next(LIMIT).await;
+    assert!(first.node.is_some());
+    assert_eq!(
+        &s.raw[4..8],
+        [0x28, 0xb5, 0x2f, 0xfd],
+        "the first body is a zstd frame"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_nodes_and_control_key() {
+    let dir = TempDir::new();
+    let machine = MachinePrivate::generate().unwrap();
+    let node_key = NodePrivate::generate().public();
+    let (control, id) = {
+        let run = start(&dir).await;
+        let key = auth_key(&*run.store, false);
+        let control = run.server.public_key();
+        let mut c = Client::connect_as(run.addr, &control, machine.clone(), node_key).await;
+        assert!(c.register(&key, "gw").await.machine_authorized);
+        let id = run.store.list_nodes().unwrap()[0].id;
+        (control, id)
+    };
+    let run = start(&dir).await;
+    assert_eq!(run.server.public_key(), control, "same Noise key");
+    // The client reconnects with the same keys and streams without registering again.
+    let mut c = Client::connect_as(run.addr, &control, machine, node_key).await;
+    let mut s = c.stream(false).await;
+    let first = s.next(LIMIT).await;
+    assert_eq!(first.node.unwrap().id, id);
+    // Registering again with the same node key needs no auth key.
+    let resp = c.register("", "gw").await;
+    assert!(resp.machine_authorized, "{resp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_on_close_and_auto_approved_routes() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    run.server.set_policy(
+        Policy::parse(
+            r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+                "autoApprovers": {"routes": {"10.0.0.0/8": ["alice@example.com"]}}}"#,
+        )
+        .unwrap(),
+    );
+    let key = auth_key(&*run.store, true);
+    let control = run.server.public_key();
+    let mut a = Client::connect(run.addr, &control).await;
+    assert!(a.register(&key, "gw").await.machine_authorized);
+    let mut sa = a.stream(false).await;
+    sa.next(LIMIT).await;
+
+    let mut b = Client::connect(run.addr, &control).await;
+    assert!(b.register(&key, "router").await.machine_authorized);
+    let sb = b.stream(false).await;
+    sa.until(PROMPT, |m| {
+        m.peers_changed_patch.iter().any(|p| p.online == Some(true))
+            || m.peers_changed.iter().any(|p| p.online == Some(true))
+    })
+    .await;
+
+    // B advertises a route inside the auto-approved range: A sees it in B's AllowedIPs.
+    let mut req = b.map_request(false);
+    req.omit_peers = true;
+    req.hostinfo = Some(Hostinfo {
+        hostname: "router".into(),
+        routable_ips: vec!["10.1.0.0/24".parse().unwrap()],
+        ..Hostinfo::default()
+    });
+    let (status, _) = b
+        .post("/machine/map", serde_json::to_vec(&req).unwrap())
+        .await;
+    assert_eq!(status, 200);
+    let d = sa.until(PROMPT, |m| !m.peers_changed.is_empty()).await;
+    assert!(
+        d.peers_changed[0]
+            .allowed_ips()
+            .contains(&"10.1.0.0/24".parse().unwrap()),
+        "{:?}",
+        d.peers_changed[0]
+    );
+    assert_eq!(
+        d.peers_changed[0].primary_routes,
+        ["10.1.0.0/24".parse().unwrap()]
+    );
+
+    // B goes away: A is told it is offline.
+    drop((sb, b));
+    sa.until(PROMPT, |m| {
+        m.peers_changed_patch
+            .iter()
+            .any(|p| p.online == Some(false))
+    })
+    .await;
+    assert!(!run.store.list_nodes().unwrap()[1].online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_endpoint_serves_the_control_key() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let mut tcp = TcpStream::connect(run.addr).await.unwrap();
+    tcp.write_all(b"GET /key?v=130 HTTP/1.1\r\nHost: control.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    timeout(LIMIT, tcp.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    let parsed: meshgate_tailcfg::OverTlsPublicKeyResponse = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        parsed.public_key.as_bytes(),
+        run.server.public_key().as_bytes()
+    );
+    // The key file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(
+        dir.0
+            .join("state")
+            .join(meshgate_coordinator::KEY_FILE_NAME),
+    )
+    .unwrap()
+    .permissions()
+    .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
