@@ -1,0 +1,161 @@
+//! Our control client against our coordinator, both in this process over loopback: three
+//! nodes join with one auth key and each ends with a WireGuard configuration naming the other
+//! two; a node deleted from the coordinator leaves every peer's configuration.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use meshgate_control::client::{RunConfig, run};
+use meshgate_control::state::Persisted;
+use meshgate_coordinator::{Config, Server};
+use meshgate_coordinator_store::{NewAuthKey, SqliteStore, Store};
+use meshgate_wg::InterfaceConfig;
+use tokio::sync::watch;
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir() -> Dir {
+    let dir = std::env::temp_dir().join(format!(
+        "meshgate-control-plane-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    Dir(dir)
+}
+
+/// Waits until every node's configuration satisfies `check`, or fails after 10 s.
+async fn wait_all(
+    nodes: &mut [watch::Receiver<Option<InterfaceConfig>>],
+    what: &str,
+    check: impl Fn(usize, &InterfaceConfig) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for (i, rx) in nodes.iter_mut().enumerate() {
+        let result = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|c| c.as_ref().is_some_and(|c| check(i, c))),
+        )
+        .await;
+        assert!(
+            result.is_ok(),
+            "node {i}: {what} did not happen within 10 s"
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_join_and_see_each_other() {
+    let dir = temp_dir();
+    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
+    let server = Server::new(store.clone(), Config::new(dir.0.join("control"))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await })
+    };
+
+    let now = SystemTime::now();
+    let user = store.create_user("alice@example.com", now).unwrap();
+    let secret = store
+        .create_auth_key(&NewAuthKey {
+            user: user.id,
+            reusable: true,
+            ephemeral: false,
+            tags: Vec::new(),
+            expires: None,
+            now,
+        })
+        .unwrap()
+        .secret;
+
+    let mut receivers = Vec::new();
+    let mut clients = Vec::new();
+    let mut node_keys = Vec::new();
+    for n in 0..3 {
+        let state = Persisted::load_or_create(&dir.0.join(format!("node{n}"))).unwrap();
+        node_keys.push(state.node_key.public());
+        let mut config = RunConfig::new(addr.to_string());
+        config.auth_key = Some(secret.clone());
+        config.hostinfo.hostname = format!("node{n}");
+        config.backoff_min = Duration::from_millis(50);
+        config.backoff_max = Duration::from_millis(500);
+        let (tx, rx) = watch::channel(None);
+        clients.push(tokio::spawn(run(config, state, tx)));
+        receivers.push(rx);
+    }
+
+    let peer_key_bytes: Vec<[u8; 32]> = node_keys.iter().map(|k| *k.as_bytes()).collect();
+    wait_all(&mut receivers, "seeing both other nodes", |i, config| {
+        let peers: Vec<[u8; 32]> = config.device.peers.keys().map(|k| *k.as_bytes()).collect();
+        peers.len() == 2
+            && peer_key_bytes
+                .iter()
+                .enumerate()
+                .all(|(j, key)| (j == i) != peers.contains(key))
+    })
+    .await;
+    for rx in &receivers {
+        let config = rx.borrow().clone().unwrap();
+        let v4 = config
+            .net
+            .addresses
+            .iter()
+            .find(|a| a.addr().is_ipv4())
+            .expect("an IPv4 tailnet address");
+        assert!(
+            "100.64.0.0/10"
+                .parse::<ipnet::IpNet>()
+                .unwrap()
+                .contains(v4),
+            "{v4} is outside 100.64.0.0/10"
+        );
+        for peer in config.device.peers.values() {
+            assert!(
+                peer.allowed_ips.iter().any(|ip| "100.64.0.0/10"
+                    .parse::<ipnet::IpNet>()
+                    .unwrap()
+                    .contains(ip)),
+                "a peer without its tailnet address in allowed IPs"
+            );
+        }
+    }
+
+    // The coordinator deletes node 2: the others drop it.
+    let gone = store
+        .list_nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.node_key.as_bytes() == &peer_key_bytes[2])
+        .expect("node 2 stored");
+    store.delete_node(gone.id).unwrap();
+    server.notify();
+    wait_all(
+        &mut receivers[..2],
+        "dropping the deleted node",
+        |_, config| {
+            config.device.peers.len() == 1
+                && !config
+                    .device
+                    .peers
+                    .keys()
+                    .any(|k| k.as_bytes() == &peer_key_bytes[2])
+        },
+    )
+    .await;
+
+    for client in clients {
+        client.abort();
+    }
+    serving.abort();
+}
