@@ -2,6 +2,7 @@
 //! HTTP/2 requests `/machine/register` and `/machine/map`, and [`run`], the reconnecting loop
 //! that feeds the [`NetMap`] and publishes the WireGuard configuration on a `watch` channel.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -276,11 +277,12 @@ impl ControlClient {
     }
 
     /// Opens the streaming `/machine/map` long poll (`Stream`, `KeepAlive`, zstd) for
-    /// `node_key`.
+    /// `node_key`, telling control our WireGuard `endpoints` (none: control keeps what it had).
     pub async fn map_stream(
         &mut self,
         node_key: &NodePrivate,
         hostinfo: Hostinfo,
+        endpoints: &[SocketAddr],
     ) -> Result<MapStream, ClientError> {
         let request = MapRequest {
             version: CAPABILITY_VERSION,
@@ -289,6 +291,7 @@ impl ControlClient {
             node_key: node_key.public(),
             stream: true,
             hostinfo: Some(hostinfo),
+            endpoints: endpoints.to_vec(),
             ..MapRequest::default()
         };
         let body = serde_json::to_vec(&request).expect("MapRequest serializes");
@@ -357,6 +360,8 @@ pub struct RunConfig {
     pub server: String,
     pub auth_key: Option<String>,
     pub hostinfo: Hostinfo,
+    /// Our WireGuard endpoints (`address:listen port`), sent in every map request.
+    pub endpoints: Vec<SocketAddr>,
     pub wg: WgOptions,
     /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
     /// random jitter.
@@ -370,6 +375,7 @@ impl RunConfig {
             server: server.into(),
             auth_key: None,
             hostinfo: Hostinfo::default(),
+            endpoints: Vec::new(),
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -459,7 +465,7 @@ async fn session(
             *registered = true;
         }
         let mut stream = client
-            .map_stream(&state.node_key, cfg.hostinfo.clone())
+            .map_stream(&state.node_key, cfg.hostinfo.clone(), &cfg.endpoints)
             .await?;
         loop {
             let msg = timeout(MAP_WATCHDOG, stream.next())

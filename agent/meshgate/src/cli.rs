@@ -1,9 +1,10 @@
 //! The command line. Flags follow `wg`, `ip` and `tailscale` where the meaning is the same.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use meshgate_wg::BackendChoice;
 
 #[derive(Debug, Parser)]
@@ -31,7 +32,17 @@ pub enum Command {
     Wg(WgCommand),
     /// Build a throw-away lab of network namespaces, show what meshgate does in it, clean up.
     Demo(DemoArgs),
+    /// Ask the running daemon for its interface, addresses and peers.
+    Status(StatusArgs),
+    /// Print this node's tailnet addresses (from the running daemon).
+    Ip(IpArgs),
+    /// The coordination server and its administration (on the store's file directly).
+    #[command(subcommand)]
+    Coordinator(CoordinatorCommand),
 }
+
+/// Where the daemon's local API listens.
+pub const DEFAULT_SOCKET: &str = "/run/meshgate/meshgate.sock";
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum BackendArg {
@@ -52,13 +63,49 @@ impl From<BackendArg> for BackendChoice {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["config", "login_server"])))]
 pub struct DaemonArgs {
-    /// Interface configuration in wg-quick format (see configs/meshgate0.conf).
+    /// Interface configuration in wg-quick format (see configs/meshgate0.conf). Either this or
+    /// --login-server.
     #[arg(long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Join a tailnet: the coordination server as HOST:PORT (plain ts2021 over TCP; no TLS yet).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub login_server: Option<String>,
+    /// Pre-auth key for the first registration (a registered node's keys live in --state-dir).
+    #[arg(
+        long,
+        env = "MESHGATE_AUTH_KEY",
+        hide_env_values = true,
+        conflicts_with = "config"
+    )]
+    pub auth_key: Option<String>,
+    /// Name to register with (default: the system's hostname).
+    #[arg(long, conflicts_with = "config")]
+    pub hostname: Option<String>,
+    /// Subnets behind this node to offer the tailnet, comma-separated (served to peers once
+    /// approved: `meshgate coordinator routes approve` or the policy's autoApprovers).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "CIDR,...",
+        conflicts_with = "config"
+    )]
+    pub advertise_routes: Vec<ipnet::IpNet>,
+    /// Route the subnets other nodes advertise (once approved on the coordinator).
+    #[arg(long, conflicts_with = "config")]
+    pub accept_routes: bool,
+    /// WireGuard's UDP port in control mode (--config mode takes ListenPort from the file).
+    #[arg(long, default_value_t = 41641)]
+    pub port: u16,
+    /// The local API (unix socket, mode 0600) that `meshgate status` and `meshgate ip` use.
+    /// Control mode: default /run/meshgate/meshgate.sock. --config mode: only when given.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     #[arg(long, default_value = "meshgate0")]
     pub iface: String,
-    /// Where the node's private key lives when the configuration names none.
+    /// Where the node's keys live: `private.key` (--config mode, when the file names none),
+    /// `machine.key` and `node.key` (control mode).
     #[arg(long, default_value = "/var/lib/meshgate")]
     pub state_dir: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
@@ -93,6 +140,119 @@ pub enum WgCommand {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Machine-readable output (stable for scripts).
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IpArgs {
+    /// Only the IPv4 address.
+    #[arg(short = '4', conflicts_with = "v6")]
+    pub v4: bool,
+    /// Only the IPv6 address.
+    #[arg(short = '6')]
+    pub v6: bool,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCommand {
+    /// Run the coordination server.
+    Serve(ServeArgs),
+    /// Pre-auth keys.
+    #[command(subcommand)]
+    Authkey(AuthkeyCommand),
+    /// Registered nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Advertised and approved subnet routes.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on for clients (plain HTTP: `/key` and the ts2021 upgrade).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// The SQLite database (created with its schema if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Where the control key (`control.key`) lives; default: the database's directory.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Tailnet policy (HuJSON); default: allow all. SIGHUP re-reads it.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// DERP map as JSON (tailcfg's DERPMap); default: empty.
+    #[arg(long)]
+    pub derp_map: Option<PathBuf>,
+    /// How often to look for changes other processes made to the database (`routes approve`).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll_every: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthkeyCommand {
+    /// Create a pre-auth key and print its secret (shown this once only).
+    Create {
+        #[arg(long)]
+        db: PathBuf,
+        /// The owning user (created if new).
+        #[arg(long)]
+        user: String,
+        /// Usable by any number of machines (default: once).
+        #[arg(long)]
+        reusable: bool,
+        /// Nodes that join with it are removed once offline.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Tags the nodes get, comma-separated (`tag:a,tag:b`).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Lifetime of the key (e.g. 90m, 24h, 7d); default: no expiry.
+        #[arg(long, value_parser = parse_long_duration)]
+        expiry: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the nodes.
+    List {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutesCommand {
+    /// List each node's advertised and approved routes.
+    List {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set NODE's approved routes to exactly CIDR,... (only advertised ones; "" approves none).
+    Approve {
+        #[arg(long)]
+        db: PathBuf,
+        /// Node name (given name or hostname) or numeric id.
+        node: String,
+        /// Comma-separated prefixes, e.g. 192.168.1.0/24,10.0.0.0/8.
+        cidrs: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
@@ -117,6 +277,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Durations for key lifetimes: `90s`, `30m`, `24h`, `7d`.
+fn parse_long_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 24h or 7d"))?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    if seconds == 0 {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +311,30 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn long_durations() {
+        assert_eq!(
+            parse_long_duration("24h").unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(
+            parse_long_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert!(parse_long_duration("0h").is_err());
+        assert!(parse_long_duration("1w").is_err());
+    }
+
+    #[test]
+    fn daemon_needs_exactly_one_source() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["meshgate", "daemon"], args].concat());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--config", "a.conf", "--login-server", "h:1"]).is_err());
+        assert!(parse(&["--auth-key", "k", "--config", "a.conf"]).is_err());
+        assert!(parse(&["--config", "a.conf"]).is_ok());
+        assert!(parse(&["--login-server", "h:1", "--auth-key", "k"]).is_ok());
     }
 
     #[test]

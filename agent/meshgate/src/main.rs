@@ -1,7 +1,9 @@
-//! meshgate: one binary for the agent daemon, its command line, and (later) the coordinator
-//! and DERP server.
+//! meshgate: one binary for the agent daemon, its command line, the coordinator, and (later)
+//! the DERP server.
 
+mod api;
 mod cli;
+mod coordinator;
 mod daemon;
 mod demo;
 mod show;
@@ -39,6 +41,9 @@ fn main() -> ExitCode {
             cli::Command::Daemon(args) => daemon::run(args).await,
             cli::Command::Wg(command) => wg::run(command).await,
             cli::Command::Demo(args) => demo::run(args).await,
+            cli::Command::Status(args) => api::status(args).await,
+            cli::Command::Ip(args) => api::ip(args).await,
+            cli::Command::Coordinator(command) => coordinator::run(command).await,
         }
     });
     match result {

@@ -68,4 +68,5 @@ pub fn read(host: &Host, name: &str) -> Result<InterfaceState, Error> {
     })
 }
 
+pub mod control_lab;
 pub mod scenarios;

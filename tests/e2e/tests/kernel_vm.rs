@@ -52,3 +52,10 @@ fn kernel_daemon_mends_drift_and_reloads() {
         scenarios::daemon_mends_drift_and_reloads(Kernel)
     });
 }
+
+#[test]
+fn kernel_three_agents_join_and_ping() {
+    vm_test!("kernel_three_agents_join_and_ping", || {
+        meshgate_e2e::control_lab::three_agents_join_and_ping(Kernel)
+    });
+}

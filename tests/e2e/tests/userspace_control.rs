@@ -1,0 +1,15 @@
+//! The control plane through the binary, on wireguard-go in the namespace lab: one coordinator,
+//! three agents that join it and ping each other by tailnet IP.
+
+use meshgate_e2e::control_lab;
+use meshgate_wg::BackendChoice::Userspace;
+
+#[test]
+fn userspace_three_agents_join_and_ping() {
+    control_lab::three_agents_join_and_ping(Userspace);
+}
+
+#[test]
+fn userspace_config_mode_status() {
+    control_lab::config_mode_status(Userspace);
+}
