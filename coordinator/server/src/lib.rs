@@ -15,5 +15,5 @@ pub mod tailnet;
 
 pub use error::Error;
 pub use keyfile::{KEY_FILE_NAME, load_or_create_key};
-pub use server::{Config, Server};
+pub use server::{Config, Server, Stats};
 pub use tailnet::{DnsSettings, NodeRecord, Snapshot, Tailnet, diff};

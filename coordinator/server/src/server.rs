@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use h2::RecvStream;
 use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
 use http::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 use meshgate_controlbase::ServerHandshake;
@@ -47,12 +48,19 @@ pub struct Config {
     pub max_body: usize,
     /// Limit on the HTTP upgrade, the Noise handshake and the HTTP/2 preface.
     pub handshake_timeout: Duration,
+    /// How often the maintenance task deletes idle ephemeral nodes (it also wakes at the
+    /// earliest upcoming node key expiry, so peers see `Expired` on time).
+    pub maintenance_every: Duration,
+    /// An ephemeral node offline for this long is deleted (Tailscale removes ephemeral nodes
+    /// some minutes after they go offline; 5 min here).
+    pub ephemeral_idle: Duration,
 }
 
 impl Config {
     /// Defaults: allow-all policy (what Tailscale does without a policy file), an empty DERP
     /// map, MagicDNS under `tailnet.meshgate`, keep-alive 50 s, node keys for 180 days,
-    /// bodies up to 1 MiB, handshakes within 30 s.
+    /// bodies up to 1 MiB, handshakes within 30 s, maintenance every minute, ephemeral nodes
+    /// deleted after 5 min offline.
     pub fn new(state_dir: impl Into<PathBuf>) -> Config {
         Config {
             state_dir: state_dir.into(),
@@ -63,6 +71,8 @@ impl Config {
             node_key_lifetime: Some(Duration::from_secs(180 * 24 * 3600)),
             max_body: 1 << 20,
             handshake_timeout: Duration::from_secs(30),
+            maintenance_every: Duration::from_secs(60),
+            ephemeral_idle: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -89,7 +99,33 @@ struct Inner {
     cache: tokio::sync::Mutex<Option<(u64, Arc<Snapshot>)>>,
     /// Open map streams per node (online while > 0).
     streams: Mutex<HashMap<NodeId, usize>>,
+    stats: Counters,
     config: Config,
+}
+
+/// Map stream counters (monotonic, all streams together).
+#[derive(Debug, Default)]
+struct Counters {
+    frames_sent: AtomicU64,
+    generations_skipped: AtomicU64,
+    capacity_waits: AtomicU64,
+    ephemeral_deleted: AtomicU64,
+}
+
+/// A copy of the server's map stream counters ([`Server::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames (full maps, deltas, keep-alives) handed to HTTP/2, all of them within the
+    /// client's flow-control window.
+    pub frames_sent: u64,
+    /// Change generations a stream never sent on its own, because it was still waiting for the
+    /// client to take the previous frame (or computing) when newer ones came: the next delta
+    /// covers them.
+    pub generations_skipped: u64,
+    /// Times a stream had to wait for the client's flow-control window.
+    pub capacity_waits: u64,
+    /// Ephemeral nodes deleted by the maintenance task.
+    pub ephemeral_deleted: u64,
 }
 
 impl fmt::Debug for Server {
@@ -126,9 +162,21 @@ impl Server {
                 changes: watch::Sender::new(0),
                 cache: tokio::sync::Mutex::new(None),
                 streams: Mutex::new(HashMap::new()),
+                stats: Counters::default(),
                 config,
             }),
         })
+    }
+
+    /// The map stream and maintenance counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.stats;
+        Stats {
+            frames_sent: c.frames_sent.load(Ordering::Relaxed),
+            generations_skipped: c.generations_skipped.load(Ordering::Relaxed),
+            capacity_waits: c.capacity_waits.load(Ordering::Relaxed),
+            ephemeral_deleted: c.ephemeral_deleted.load(Ordering::Relaxed),
+        }
     }
 
     /// The control public key (`/key` serves it; clients pin it).
@@ -187,11 +235,14 @@ impl Server {
         Ok(snap)
     }
 
-    /// Accepts connections forever, one task each.
+    /// Accepts connections forever, one task each, and runs [`Server::maintain`] alongside
+    /// (stopped when this returns or is dropped).
     ///
     /// # Errors
     /// Only if accepting from `listener` fails.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
+        let server = self.clone();
+        let _maintenance = AbortOnDrop(tokio::spawn(async move { server.maintain().await }));
         loop {
             let (tcp, peer) = listener.accept().await?;
             let server = self.clone();
@@ -203,12 +254,80 @@ impl Server {
         }
     }
 
+    /// Runs forever: every `maintenance_every` deletes ephemeral nodes offline for
+    /// `ephemeral_idle` (notifying the streams when any went), and at the earliest upcoming
+    /// node key expiry notifies the streams so maps mark the node `Expired` (and its own stream
+    /// ends). Store and snapshot failures are logged and retried at the next tick.
+    pub async fn maintain(&self) {
+        let every = self.inner.config.maintenance_every.max(MIN_WAKE);
+        let mut changes = self.inner.changes.subscribe();
+        let mut next_tick = tokio::time::Instant::now() + every;
+        loop {
+            changes.borrow_and_update();
+            let now = SystemTime::now();
+            let next_expiry = match self.snapshot().await {
+                Ok(snap) => snap.next_key_expiry(),
+                Err(e) => {
+                    warn!("maintenance: {e}");
+                    None
+                }
+            };
+            if next_expiry.is_some_and(|t| t <= now) {
+                // The snapshot predates an expiry: a new one marks the node expired.
+                self.notify();
+                tokio::time::sleep(MIN_WAKE).await;
+                continue;
+            }
+            let mut wake = next_tick;
+            if let Some(t) = next_expiry {
+                let until = t.duration_since(now).unwrap_or_default();
+                wake = wake.min(tokio::time::Instant::now() + until.max(MIN_WAKE));
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A change may bring an earlier expiry: look again (not more often than
+                    // MIN_WAKE).
+                    tokio::time::sleep(MIN_WAKE).await;
+                }
+            }
+            if tokio::time::Instant::now() >= next_tick {
+                next_tick = tokio::time::Instant::now() + every;
+                let idle = self.inner.config.ephemeral_idle;
+                let deleted = self
+                    .blocking(move |inner| {
+                        inner
+                            .store
+                            .delete_expired_ephemeral(SystemTime::now(), idle)
+                    })
+                    .await;
+                match deleted {
+                    Ok(ids) if !ids.is_empty() => {
+                        info!(?ids, "deleted idle ephemeral nodes");
+                        self.inner
+                            .stats
+                            .ephemeral_deleted
+                            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                        self.notify();
+                    }
+                    Ok(_) => {}
+                    Err(Reply(_, text)) => warn!("ephemeral clean-up: {text}"),
+                }
+            }
+        }
+    }
+
     /// Serves one TCP connection: `/key` or the ts2021 upgrade, then HTTP/2 until the client
     /// goes away.
     ///
     /// # Errors
     /// Handshake failures and HTTP/2 connection errors.
     pub async fn serve_connection(&self, tcp: TcpStream) -> Result<(), Error> {
+        // Map deltas are small writes: without this, Nagle + delayed ACK hold some for 40 ms.
+        let _ = tcp.set_nodelay(true);
         let limit = self.inner.config.handshake_timeout;
         let accepted = tokio::time::timeout(limit, accept(tcp, &self.inner.handshake, None))
             .await
@@ -397,7 +516,7 @@ impl Server {
         compress: bool,
     ) -> Result<(), Reply> {
         let mut changes = self.inner.changes.subscribe();
-        changes.borrow_and_update();
+        let mut seen = *changes.borrow_and_update();
         let mut last = self.map_now(id, req).await?;
         let head = Response::builder()
             .status(StatusCode::OK)
@@ -408,7 +527,8 @@ impl Server {
             return Ok(());
         };
         let frame = |m: &MapResponse| Bytes::from(meshgate_tailcfg::encode(m, compress));
-        if send.send_data(frame(&last), false).is_err() {
+        let stats = &self.inner.stats;
+        if send_frame(&mut send, frame(&last), stats).await.is_err() {
             return Ok(());
         }
         let keep_alive = self.inner.config.keep_alive;
@@ -419,7 +539,11 @@ impl Server {
                     if changed.is_err() {
                         break;
                     }
-                    changes.borrow_and_update();
+                    let generation = *changes.borrow_and_update();
+                    stats
+                        .generations_skipped
+                        .fetch_add(generation.saturating_sub(seen + 1), Ordering::Relaxed);
+                    seen = generation;
                     let new = match self.map_now(id, req).await {
                         Ok(m) => m,
                         Err(Reply(_, text)) => {
@@ -428,15 +552,20 @@ impl Server {
                             break;
                         }
                     };
+                    // Waits for the client's window: changes meanwhile only bump the watch
+                    // generation, and the next delta (from this full map) covers them all.
                     if let Some(delta) = diff(&last, &new)
-                        && send.send_data(frame(&delta), false).is_err()
+                        && send_frame(&mut send, frame(&delta), stats).await.is_err()
                     {
                         break;
                     }
                     last = new;
                 }
                 () = tokio::time::sleep(wait) => {
-                    if send.send_data(frame(&MapResponse::keep_alive()), false).is_err() {
+                    if send_frame(&mut send, frame(&MapResponse::keep_alive()), stats)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -793,6 +922,46 @@ fn send_reply_ref(respond: &mut SendResponse<Bytes>, status: StatusCode, ct: &st
         Ok(_) => {}
         Err(e) => debug!("sending the response: {e}"),
     }
+}
+
+/// The shortest sleep of the maintenance loop (bounds how often it can spin).
+const MIN_WAKE: Duration = Duration::from_millis(20);
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Hands `data` to HTTP/2 only as the client's flow-control window allows, so at most one
+/// frame per stream is ever buffered in the server: waits (without a time limit; the client's
+/// own keep-alive timeout or a reset ends a dead stream) while the window is closed.
+async fn send_frame(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    stats: &Counters,
+) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let mut available = send.capacity();
+        if available == 0 {
+            stats.capacity_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        while available == 0 {
+            match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(n)) => available = n,
+                Some(Err(e)) => return Err(e),
+                None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+            }
+        }
+        let chunk = data.split_to(available.min(data.len()));
+        send.send_data(chunk, false)?;
+    }
+    stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A random duration in `[0, max]`.

@@ -81,6 +81,9 @@ pub struct Snapshot {
     tailnet: Arc<Tailnet>,
     records: Vec<NodeRecord>,
     views: Vec<NodeView>,
+    /// Each record as `tailcfg::Node`, built once per snapshot (every map clones from here
+    /// instead of re-deriving names and re-parsing Hostinfo per stream).
+    nodes: Vec<Node>,
     index: HashMap<NodeId, usize>,
     now: SystemTime,
 }
@@ -95,10 +98,15 @@ impl Snapshot {
             .enumerate()
             .map(|(i, r)| (r.node.id, i))
             .collect();
+        let nodes = records
+            .iter()
+            .map(|r| to_tailcfg(&tailnet, r, now))
+            .collect();
         Snapshot {
             tailnet,
             records,
             views,
+            nodes,
             index,
             now,
         }
@@ -112,60 +120,19 @@ impl Snapshot {
         self.index.get(&id).map(|&i| &self.records[i])
     }
 
-    /// The node as `tailcfg::Node` (the same form for the node itself and for its peers).
-    pub fn node(&self, id: NodeId) -> Option<Node> {
-        self.record(id).map(|r| self.to_tailcfg(r))
+    /// The earliest node key expiry after this snapshot's time (when some map next changes
+    /// by the clock alone).
+    pub fn next_key_expiry(&self) -> Option<SystemTime> {
+        self.records
+            .iter()
+            .filter_map(|r| r.node.key_expiry)
+            .filter(|&t| t > self.now)
+            .min()
     }
 
-    fn to_tailcfg(&self, r: &NodeRecord) -> Node {
-        let n = &r.node;
-        let addresses = r.addresses();
-        let served = r.routes.served();
-        let mut allowed = addresses.clone();
-        allowed.extend(served.iter().copied());
-        let hostinfo: Option<Hostinfo> = n
-            .hostinfo
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        let home_derp = hostinfo
-            .as_ref()
-            .and_then(|h| h.net_info.as_ref())
-            .map_or(0, |ni| ni.preferred_derp);
-        // NetInfo (latencies, NAT details) changes with every netcheck; peers do not need it,
-        // and leaving it out keeps such changes from reaching every stream.
-        let hostinfo = hostinfo.map(|h| Hostinfo {
-            net_info: None,
-            ..h
-        });
-        let domain = self.tailnet.dns.base_domain.trim_matches('.');
-        let name = if domain.is_empty() {
-            format!("{}.", n.given_name)
-        } else {
-            format!("{}.{domain}.", n.given_name)
-        };
-        Node {
-            id: n.id,
-            stable_id: n.stable_id.clone(),
-            name,
-            user: n.user,
-            key: n.node_key,
-            key_expiry: n.key_expiry.map_or(Time::ZERO, Time::from),
-            machine: n.machine_key,
-            disco_key: n.disco_key.unwrap_or_default(),
-            addresses,
-            allowed_ips: Some(allowed),
-            endpoints: n.endpoints.clone(),
-            home_derp,
-            hostinfo,
-            created: Time::from(n.created),
-            tags: n.tags.clone(),
-            primary_routes: served.into_iter().filter(|p| p.prefix_len() != 0).collect(),
-            last_seen: n.last_seen.map(Time::from),
-            online: Some(n.online),
-            machine_authorized: true,
-            expired: n.is_expired(self.now),
-            ..Node::default()
-        }
+    /// The node as `tailcfg::Node` (the same form for the node itself and for its peers).
+    pub fn node(&self, id: NodeId) -> Option<Node> {
+        self.index.get(&id).map(|&i| self.nodes[i].clone())
     }
 
     /// The full map for node `id` (`None` if there is no such node): self `Node`, the peers the
@@ -180,7 +147,7 @@ impl Snapshot {
             .visible_peers(view, &self.views)
             .iter()
             .filter_map(|p| self.index.get(p))
-            .map(|&j| self.to_tailcfg(&self.records[j]))
+            .map(|&j| self.nodes[j].clone())
             .collect();
         let mut profiles = BTreeMap::new();
         for r in std::iter::once(me).chain(peers.iter().filter_map(|p| self.record(p.id))) {
@@ -194,7 +161,7 @@ impl Snapshot {
         let dns = &self.tailnet.dns;
         let domain = dns.base_domain.trim_matches('.').to_owned();
         Some(MapResponse {
-            node: Some(self.to_tailcfg(me)),
+            node: Some(self.nodes[i].clone()),
             peers: Some(peers),
             packet_filter: Some(policy.filter_for(view, &self.views)),
             derp_map: Some(self.tailnet.derp_map.clone()),
@@ -310,6 +277,58 @@ fn patch(old: &Node, new: &Node) -> Option<PeerChange> {
         c.disco_key = Some(new.disco_key);
     }
     Some(c)
+}
+
+/// `r` as `tailcfg::Node` at `now` (the same form for the node itself and for its peers).
+fn to_tailcfg(tailnet: &Tailnet, r: &NodeRecord, now: SystemTime) -> Node {
+    let n = &r.node;
+    let addresses = r.addresses();
+    let served = r.routes.served();
+    let mut allowed = addresses.clone();
+    allowed.extend(served.iter().copied());
+    let hostinfo: Option<Hostinfo> = n
+        .hostinfo
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let home_derp = hostinfo
+        .as_ref()
+        .and_then(|h| h.net_info.as_ref())
+        .map_or(0, |ni| ni.preferred_derp);
+    // NetInfo (latencies, NAT details) changes with every netcheck; peers do not need it,
+    // and leaving it out keeps such changes from reaching every stream.
+    let hostinfo = hostinfo.map(|h| Hostinfo {
+        net_info: None,
+        ..h
+    });
+    let domain = tailnet.dns.base_domain.trim_matches('.');
+    let name = if domain.is_empty() {
+        format!("{}.", n.given_name)
+    } else {
+        format!("{}.{domain}.", n.given_name)
+    };
+    Node {
+        id: n.id,
+        stable_id: n.stable_id.clone(),
+        name,
+        user: n.user,
+        key: n.node_key,
+        key_expiry: n.key_expiry.map_or(Time::ZERO, Time::from),
+        machine: n.machine_key,
+        disco_key: n.disco_key.unwrap_or_default(),
+        addresses,
+        allowed_ips: Some(allowed),
+        endpoints: n.endpoints.clone(),
+        home_derp,
+        hostinfo,
+        created: Time::from(n.created),
+        tags: n.tags.clone(),
+        primary_routes: served.into_iter().filter(|p| p.prefix_len() != 0).collect(),
+        last_seen: n.last_seen.map(Time::from),
+        online: Some(n.online),
+        machine_authorized: true,
+        expired: n.is_expired(now),
+        ..Node::default()
+    }
 }
 
 /// A placeholder user for a node whose user row is missing (never expected).

@@ -63,9 +63,15 @@ impl Drop for Running {
 }
 
 async fn start(dir: &TempDir) -> Running {
+    start_with(dir, |_| {}).await
+}
+
+async fn start_with(dir: &TempDir, f: impl FnOnce(&mut Config)) -> Running {
     let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
     let mut config = Config::new(dir.0.join("state"));
     config.keep_alive = Duration::from_millis(100);
+    config.maintenance_every = Duration::from_millis(100);
+    f(&mut config);
     let server = Server::new(store.clone(), config).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -116,6 +122,18 @@ impl Client {
         machine: MachinePrivate,
         node_key: NodePublic,
     ) -> Client {
+        Client::connect_window(addr, control, machine, node_key, None).await
+    }
+
+    /// With `window`: the HTTP/2 stream window this client grants (a tiny one stalls the
+    /// server after a few bytes until the client reads).
+    async fn connect_window(
+        addr: SocketAddr,
+        control: &ControlPublic,
+        machine: MachinePrivate,
+        node_key: NodePublic,
+        window: Option<u32>,
+    ) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (stream, _early) = timeout(
             LIMIT,
@@ -124,7 +142,11 @@ impl Client {
         .await
         .unwrap()
         .unwrap();
-        let (send, conn) = h2::client::handshake(stream).await.unwrap();
+        let mut builder = h2::client::Builder::new();
+        if let Some(w) = window {
+            builder.initial_window_size(w);
+        }
+        let (send, conn) = builder.handshake(stream).await.unwrap();
         tokio::spawn(conn);
         Client { node_key, send }
     }
@@ -563,4 +585,131 @@ async fn key_endpoint_serves_the_control_key() {
     .permissions()
     .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+fn ephemeral_key(store: &dyn Store) -> String {
+    let user = store.user_by_name("alice@example.com").unwrap().unwrap();
+    store
+        .create_auth_key(&NewAuthKey {
+            user: user.id,
+            reusable: false,
+            ephemeral: true,
+            tags: Vec::new(),
+            expires: None,
+            now: SystemTime::now(),
+        })
+        .unwrap()
+        .secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_ephemeral_nodes_are_deleted() {
+    let dir = TempDir::new();
+    let run = start_with(&dir, |c| c.ephemeral_idle = Duration::from_millis(300)).await;
+    let key = auth_key(&*run.store, true);
+    let eph = ephemeral_key(&*run.store);
+    let control = run.server.public_key();
+    let mut a = Client::connect(run.addr, &control).await;
+    assert!(a.register(&key, "gw").await.machine_authorized);
+    let mut sa = a.stream(false).await;
+    sa.next(LIMIT).await;
+
+    // B registers with an ephemeral key and never streams (offline): deleted after 300 ms idle
+    // by the 100 ms maintenance tick; A is told.
+    let mut b = Client::connect(run.addr, &control).await;
+    assert!(b.register(&eph, "ci-runner").await.machine_authorized);
+    let joined = sa.until(PROMPT, |m| !m.peers_changed.is_empty()).await;
+    let b_id = joined.peers_changed[0].id;
+    let gone = sa
+        .until(Duration::from_secs(3), |m| !m.peers_removed.is_empty())
+        .await;
+    assert_eq!(gone.peers_removed, [b_id]);
+    assert_eq!(run.store.list_nodes().unwrap().len(), 1, "A stays");
+    assert_eq!(run.server.stats().ephemeral_deleted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_expiry_reaches_peers_without_other_changes() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let control = run.server.public_key();
+    let mut a = Client::connect(run.addr, &control).await;
+    assert!(a.register(&key, "gw").await.machine_authorized);
+    let mut sa = a.stream(false).await;
+    sa.next(LIMIT).await;
+    let mut b = Client::connect(run.addr, &control).await;
+    assert!(b.register(&key, "pc").await.machine_authorized);
+    let joined = sa.until(PROMPT, |m| !m.peers_changed.is_empty()).await;
+    let b_id = joined.peers_changed[0].id;
+    assert!(!joined.peers_changed[0].expired);
+
+    // B's key now expires in 500 ms; nothing else changes after this notify.
+    // (The store keeps whole seconds: read the expiry back.)
+    let expiry = SystemTime::now() + Duration::from_millis(1500);
+    let stored = run
+        .store
+        .set_node_key(b_id, &b.node_key, Some(expiry))
+        .unwrap();
+    let expiry = stored.key_expiry.unwrap();
+    run.server.notify();
+    let expired = sa
+        .until(Duration::from_secs(3), |m| {
+            m.peers_changed.iter().any(|p| p.id == b_id && p.expired)
+        })
+        .await;
+    assert!(SystemTime::now() >= expiry, "{expired:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_coalesces_instead_of_queueing() {
+    let dir = TempDir::new();
+    let run = start(&dir).await;
+    let key = auth_key(&*run.store, true);
+    let control = run.server.public_key();
+    let machine = MachinePrivate::generate().unwrap();
+    let node_key = NodePrivate::generate().public();
+    let mut a = Client::connect_as(run.addr, &control, machine.clone(), node_key).await;
+    assert!(a.register(&key, "gw").await.machine_authorized);
+
+    // A second connection of the same machine grants a 16-byte stream window: the first full
+    // map already stalls until the client reads.
+    let start = run.server.stats();
+    let mut slow = Client::connect_window(run.addr, &control, machine, node_key, Some(16)).await;
+    let mut stream = slow.stream(false).await;
+    let deny = r#"{"acls": []}"#;
+    let allow = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    for i in 0..50 {
+        let text = if i % 2 == 0 { allow } else { deny };
+        run.server.set_policy(Policy::parse(text).unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stalled = run.server.stats();
+    assert_eq!(
+        stalled.frames_sent, start.frames_sent,
+        "nothing completes while the client does not read"
+    );
+    assert!(
+        stalled.capacity_waits > start.capacity_waits,
+        "{start:?} {stalled:?}"
+    );
+
+    // The client reads: the full map, then (at most) one delta that already has the final,
+    // deny-all policy; 50 policy edits did not become 50 queued frames.
+    let first = stream.next(LIMIT).await;
+    assert!(first.peers.is_some(), "the full map comes first");
+    stream
+        .until(LIMIT, |m| m.packet_filter.as_deref() == Some(&[][..]))
+        .await;
+    let done = run.server.stats();
+    let sent = done.frames_sent - start.frames_sent;
+    assert!(
+        sent <= 4,
+        "{sent} frames for 50 edits (keep-alives included)"
+    );
+    assert!(
+        done.generations_skipped - start.generations_skipped >= 40,
+        "{done:?}"
+    );
 }
