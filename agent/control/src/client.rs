@@ -9,7 +9,7 @@ use bytes::Bytes;
 use meshgate_tailcfg::{
     CAPABILITY_VERSION, COMPRESS_ZSTD, Hostinfo, MachinePrivate, MapFrameDecoder, MapRequest,
     MapResponse, NodePrivate, OverTlsPublicKeyResponse, RegisterAuth, RegisterRequest,
-    RegisterResponse,
+    RegisterResponse, Time,
 };
 use meshgate_wg::InterfaceConfig;
 use rand_core::RngCore;
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::netmap::NetMap;
+use crate::netmap::{NetMap, PeerDirectory};
 use crate::state::Persisted;
 use crate::wgconfig::{WgOptions, interface_config};
 
@@ -64,6 +64,13 @@ pub enum ClientError {
     Map(#[from] meshgate_tailcfg::Error),
     #[error("map stream ended")]
     MapEnded,
+    /// The node key is due for renewal (or control said it expired): not an error as such;
+    /// [`run`] rotates the key and reconnects.
+    #[error("the node key is due for renewal")]
+    KeyRenewalDue { expired: bool },
+    /// The renewed node key could not be saved. Not retried.
+    #[error("saving the renewed node key: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 impl ClientError {
@@ -71,7 +78,7 @@ impl ClientError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ClientError::RegisterRefused(_) | ClientError::NeedsLogin(_)
+            ClientError::RegisterRefused(_) | ClientError::NeedsLogin(_) | ClientError::State(_)
         )
     }
 }
@@ -248,7 +255,7 @@ impl ControlClient {
         auth_key: Option<&str>,
         hostinfo: Hostinfo,
     ) -> Result<RegisterResponse, ClientError> {
-        let request = RegisterRequest {
+        self.send_register(RegisterRequest {
             version: CAPABILITY_VERSION,
             node_key: node_key.public(),
             auth: auth_key.map(|k| RegisterAuth {
@@ -256,7 +263,36 @@ impl ControlClient {
             }),
             hostinfo: Some(hostinfo),
             ..RegisterRequest::default()
-        };
+        })
+        .await
+    }
+
+    /// Key rotation (reference §5.5): registers `new` with `OldNodeKey` = `old`. A known
+    /// machine whose key has not expired needs no auth key; after `NodeKeyExpired` pass one.
+    pub async fn rotate(
+        &mut self,
+        new: &NodePrivate,
+        old: &NodePrivate,
+        auth_key: Option<&str>,
+        hostinfo: Hostinfo,
+    ) -> Result<RegisterResponse, ClientError> {
+        self.send_register(RegisterRequest {
+            version: CAPABILITY_VERSION,
+            node_key: new.public(),
+            old_node_key: old.public(),
+            auth: auth_key.map(|k| RegisterAuth {
+                auth_key: k.to_owned(),
+            }),
+            hostinfo: Some(hostinfo),
+            ..RegisterRequest::default()
+        })
+        .await
+    }
+
+    async fn send_register(
+        &mut self,
+        request: RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
         let body = serde_json::to_vec(&request).expect("RegisterRequest serializes");
         let mut rx = self.post("/machine/register", body).await?;
         let reply = timeout(CONNECT_TIMEOUT, read_body(&mut rx))
@@ -274,6 +310,59 @@ impl ControlClient {
             return Err(ClientError::NeedsLogin(response.auth_url));
         }
         Ok(response)
+    }
+
+    /// Logs `node_key` out (reference §5.5): `/machine/register` with `NodeKey` = the key and
+    /// `Expiry` = [`RegisterRequest::LOGOUT_EXPIRY`] (1970-01-01T00:02:03Z). Control expires the
+    /// key (and deletes an ephemeral node); `RegisterResponse.Error` becomes
+    /// [`ClientError::RegisterRefused`].
+    pub async fn logout(&mut self, node_key: &NodePrivate) -> Result<(), ClientError> {
+        let request = RegisterRequest {
+            version: CAPABILITY_VERSION,
+            node_key: node_key.public(),
+            expiry: RegisterRequest::LOGOUT_EXPIRY,
+            ..RegisterRequest::default()
+        };
+        let body = serde_json::to_vec(&request).expect("RegisterRequest serializes");
+        let mut rx = self.post("/machine/register", body).await?;
+        let reply = timeout(CONNECT_TIMEOUT, read_body(&mut rx))
+            .await
+            .map_err(|_| ClientError::Timeout("logout"))??;
+        let response: RegisterResponse =
+            serde_json::from_slice(&reply).map_err(|e| ClientError::Protocol {
+                what: "logout reply",
+                detail: e.to_string(),
+            })?;
+        if !response.error.is_empty() {
+            return Err(ClientError::RegisterRefused(response.error));
+        }
+        Ok(())
+    }
+
+    /// A "lite" map request (reference §5.6: `Stream=false, OmitPeers=true`): tells control new
+    /// `endpoints` and `hostinfo` without opening a stream (control ignores them on streaming
+    /// requests since capability version 68). The reply body, usually empty, is discarded.
+    pub async fn lite_update(
+        &mut self,
+        node_key: &NodePrivate,
+        hostinfo: Hostinfo,
+        endpoints: &[SocketAddr],
+    ) -> Result<(), ClientError> {
+        let request = MapRequest {
+            version: CAPABILITY_VERSION,
+            node_key: node_key.public(),
+            stream: false,
+            omit_peers: true,
+            hostinfo: Some(hostinfo),
+            endpoints: endpoints.to_vec(),
+            ..MapRequest::default()
+        };
+        let body = serde_json::to_vec(&request).expect("MapRequest serializes");
+        let mut rx = self.post("/machine/map", body).await?;
+        timeout(CONNECT_TIMEOUT, read_body(&mut rx))
+            .await
+            .map_err(|_| ClientError::Timeout("lite map request"))??;
+        Ok(())
     }
 
     /// Opens the streaming `/machine/map` long poll (`Stream`, `KeepAlive`, zstd) for
@@ -353,6 +442,76 @@ impl MapStream {
     }
 }
 
+/// Renew the node key when at most this long is left before its expiry (or a tenth of its
+/// lifetime, if that is less).
+pub const RENEW_MARGIN_MAX: Duration = Duration::from_secs(24 * 3600);
+
+fn millis(t: &Time) -> i64 {
+    t.unix_secs()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.subsec_nanos() / 1_000_000))
+}
+
+/// When to renew a node key that expires at `key_expiry` and was registered (or last seen
+/// registered by this process) at `registered_at`: when the smaller of a tenth of that
+/// lifetime and [`RENEW_MARGIN_MAX`] is left. `None`: the key never expires (zero time).
+/// A restart shortens the apparent lifetime, so renewal only comes later, never early.
+pub fn renewal_time(key_expiry: &Time, registered_at: &Time) -> Option<Time> {
+    if key_expiry.is_zero() {
+        return None;
+    }
+    let expiry = millis(key_expiry);
+    let lifetime = expiry.saturating_sub(millis(registered_at)).max(0);
+    let margin = (lifetime / 10).min(RENEW_MARGIN_MAX.as_millis() as i64);
+    let at = expiry - margin;
+    Some(Time::from_unix(
+        at.div_euclid(1000),
+        (at.rem_euclid(1000) as u32) * 1_000_000,
+    ))
+}
+
+/// Generates a new node key, registers it with `OldNodeKey` = the current one (with the auth
+/// key only if the current one `expired`), and persists it ([`Persisted::replace_node_key`]).
+async fn renew_node_key(
+    cfg: &RunConfig,
+    state: &mut Persisted,
+    expired: bool,
+) -> Result<(), ClientError> {
+    let control = fetch_control_key(&cfg.server).await?;
+    let mut client = ControlClient::connect(&cfg.server, &control, &state.machine_key).await?;
+    let new = NodePrivate::generate();
+    let auth_key = if expired {
+        cfg.auth_key.as_deref()
+    } else {
+        None
+    };
+    let reply = client
+        .rotate(&new, &state.node_key, auth_key, cfg.hostinfo.clone())
+        .await?;
+    if reply.node_key_expired {
+        return Err(ClientError::Protocol {
+            what: "node key renewal",
+            detail: "control says the new key expired".into(),
+        });
+    }
+    let old = state.replace_node_key(new)?;
+    tracing::info!(
+        old = %old.public(),
+        new = %state.node_key.public(),
+        "renewed the node key"
+    );
+    Ok(())
+}
+
+/// Logs this node out of the control server at `server` (`host:port`): a fresh connection
+/// with the machine key, then [`ControlClient::logout`] with the current node key. The caller
+/// deletes the node key afterwards ([`Persisted::forget_node_key`]).
+pub async fn logout(server: &str, state: &Persisted) -> Result<(), ClientError> {
+    let control = fetch_control_key(server).await?;
+    let mut client = ControlClient::connect(server, &control, &state.machine_key).await?;
+    client.logout(&state.node_key).await
+}
+
 /// What [`run`] needs besides the keys.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -362,6 +521,9 @@ pub struct RunConfig {
     pub hostinfo: Hostinfo,
     /// Our WireGuard endpoints (`address:listen port`), sent in every map request.
     pub endpoints: Vec<SocketAddr>,
+    /// Later endpoint lists (the daemon re-reads its addresses): a change is sent at once as a
+    /// lite map request and replaces `endpoints` for later streams. `None`: fixed endpoints.
+    pub endpoint_updates: Option<watch::Receiver<Vec<SocketAddr>>>,
     pub wg: WgOptions,
     /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
     /// random jitter.
@@ -376,6 +538,7 @@ impl RunConfig {
             auth_key: None,
             hostinfo: Hostinfo::default(),
             endpoints: Vec::new(),
+            endpoint_updates: None,
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -404,20 +567,43 @@ pub async fn run(
     state: Persisted,
     out: watch::Sender<Option<InterfaceConfig>>,
 ) -> ClientError {
+    run_with_peers(cfg, state, out, watch::channel(PeerDirectory::new()).0).await
+}
+
+/// [`run`], also publishing on `peers` what `meshgate status` shows about the peers (name,
+/// tailnet IPs, online), by WireGuard public key, whenever it changes.
+pub async fn run_with_peers(
+    cfg: RunConfig,
+    state: Persisted,
+    out: watch::Sender<Option<InterfaceConfig>>,
+    peers: watch::Sender<PeerDirectory>,
+) -> ClientError {
+    let mut state = state;
     let mut netmap = NetMap::new();
-    let mut registered = false;
+    let mut registered: Option<Time> = None;
     let mut failures = 0u32;
     loop {
         let mut progressed = false;
-        let err = session(
+        let mut err = session(
             &cfg,
             &state,
             &out,
+            &peers,
             &mut netmap,
             &mut registered,
             &mut progressed,
         )
         .await;
+        if let ClientError::KeyRenewalDue { expired } = err {
+            match renew_node_key(&cfg, &mut state, expired).await {
+                Ok(()) => {
+                    registered = Some(Time::now());
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => err = e,
+            }
+        }
         if err.is_fatal() {
             tracing::error!(error = %err, "control client stopped");
             return err;
@@ -438,14 +624,15 @@ async fn session(
     cfg: &RunConfig,
     state: &Persisted,
     out: &watch::Sender<Option<InterfaceConfig>>,
+    peers: &watch::Sender<PeerDirectory>,
     netmap: &mut NetMap,
-    registered: &mut bool,
+    registered: &mut Option<Time>,
     progressed: &mut bool,
 ) -> ClientError {
     let result: Result<(), ClientError> = async {
         let control = fetch_control_key(&cfg.server).await?;
         let mut client = ControlClient::connect(&cfg.server, &control, &state.machine_key).await?;
-        if !*registered {
+        if registered.is_none() {
             let reply = client
                 .register(
                     &state.node_key,
@@ -454,27 +641,82 @@ async fn session(
                 )
                 .await?;
             if reply.node_key_expired {
-                return Err(ClientError::Protocol {
-                    what: "register",
-                    detail: "node key expired (renewal is not implemented yet)".into(),
-                });
+                tracing::warn!("control says the node key expired; renewing it");
+                return Err(ClientError::KeyRenewalDue { expired: true });
             }
             if !reply.machine_authorized {
                 tracing::warn!("registered; awaiting approval by the tailnet admin");
             }
-            *registered = true;
+            *registered = Some(Time::now());
+        }
+        let mut updates = cfg.endpoint_updates.clone();
+        let mut endpoints = cfg.endpoints.clone();
+        if let Some(updates) = &mut updates {
+            let latest = updates.borrow_and_update();
+            if *latest != endpoints && !latest.is_empty() {
+                endpoints.clone_from(&latest);
+            }
         }
         let mut stream = client
-            .map_stream(&state.node_key, cfg.hostinfo.clone(), &cfg.endpoints)
+            .map_stream(&state.node_key, cfg.hostinfo.clone(), &endpoints)
             .await?;
+        // When the self node's key expiry calls for renewal (see `renewal_time`).
+        let mut renew_at: Option<tokio::time::Instant> = None;
         loop {
-            let msg = timeout(MAP_WATCHDOG, stream.next())
-                .await
-                .map_err(|_| ClientError::Timeout("map stream (no keep-alive)"))??;
+            let renewal = async {
+                match renew_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let endpoint_change = async {
+                match &mut updates {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                msg = timeout(MAP_WATCHDOG, stream.next()) => msg,
+                () = renewal => return Err(ClientError::KeyRenewalDue { expired: false }),
+                open = endpoint_change => {
+                    let Some(rx) = updates.as_mut().filter(|_| open) else {
+                        updates = None;
+                        continue;
+                    };
+                    let latest = rx.borrow_and_update().clone();
+                    if latest != endpoints {
+                        tracing::info!(endpoints = ?latest, "endpoints changed; telling control");
+                        client
+                            .lite_update(&state.node_key, cfg.hostinfo.clone(), &latest)
+                            .await?;
+                        endpoints = latest;
+                    }
+                    continue;
+                }
+            }
+            .map_err(|_| ClientError::Timeout("map stream (no keep-alive)"))??;
             *progressed = true;
             // Recomputed on every message, keep-alives included, so that peers whose key
             // expired since the last change drop out; the watch only fires on a difference.
             netmap.apply(msg);
+            renew_at = netmap
+                .self_node
+                .as_ref()
+                .zip(registered.as_ref())
+                .and_then(|(node, at)| renewal_time(&node.key_expiry, at))
+                .map(|at| {
+                    let wait = millis(&at).saturating_sub(millis(&Time::now())).max(0);
+                    tokio::time::Instant::now() + Duration::from_millis(wait as u64)
+                });
+            let directory = netmap.peer_directory();
+            peers.send_if_modified(|current| {
+                if *current == directory {
+                    false
+                } else {
+                    *current = directory;
+                    true
+                }
+            });
             let config = interface_config(
                 netmap,
                 &state.node_key,
@@ -517,6 +759,24 @@ mod tests {
             let d = backoff_delay(min, max, 100, r);
             assert!(d >= max && d <= max.mul_f64(1.5), "{d:?}");
         }
+    }
+
+    #[test]
+    fn renewal_at_a_tenth_of_the_lifetime_or_a_day_before() {
+        let t = |s: i64| Time::from_unix(s, 0);
+        assert_eq!(renewal_time(&Time::ZERO, &t(100)), None, "never expires");
+        // 100 s lifetime: renew 10 s before expiry.
+        assert_eq!(renewal_time(&t(1100), &t(1000)), Some(t(1090)));
+        // 180 days: a day before.
+        let day = 86_400;
+        assert_eq!(renewal_time(&t(180 * day), &t(0)), Some(t(179 * day)));
+        // 5 days: half a day before (a tenth is less than a day).
+        assert_eq!(renewal_time(&t(5 * day), &t(0)), Some(t(5 * day - day / 2)));
+        // Already expired, or registered after the expiry: at once (the expiry itself).
+        assert_eq!(renewal_time(&t(50), &t(100)), Some(t(50)));
+        // Sub-second lifetimes keep millisecond precision.
+        assert_eq!(renewal_time(&t(11), &t(1)), Some(Time::from_unix(10, 0)));
+        assert!(!ClientError::KeyRenewalDue { expired: false }.is_fatal());
     }
 
     #[test]

@@ -34,6 +34,22 @@ pub struct NetMap {
     pub control_time: Option<Time>,
 }
 
+/// A peer as `meshgate status` names it (see [`NetMap::peer_directory`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The MagicDNS FQDN without its trailing dot (`host.tailnet.example`); empty if control
+    /// sent none.
+    pub name: String,
+    /// Its tailnet addresses (`Addresses`, without prefix length).
+    pub tailnet_ips: Vec<std::net::IpAddr>,
+    /// `Online` as control last said; `None`: never said.
+    pub online: Option<bool>,
+}
+
+/// Peers by WireGuard public key (raw 32 bytes), as published next to the WireGuard
+/// configuration.
+pub type PeerDirectory = BTreeMap<[u8; 32], PeerInfo>;
+
 /// What one [`NetMap::apply`] changed. Empty for a keep-alive or a message repeating what we
 /// already had.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,6 +177,24 @@ impl NetMap {
         self.self_node
             .as_ref()
             .map_or(&[][..], |n| n.addresses.as_slice())
+    }
+
+    /// What `meshgate status` shows about each peer, by WireGuard public key (32 bytes).
+    pub fn peer_directory(&self) -> PeerDirectory {
+        self.peers
+            .values()
+            .filter(|p| !p.key.is_zero())
+            .map(|p| {
+                (
+                    *p.key.as_bytes(),
+                    PeerInfo {
+                        name: p.name.trim_end_matches('.').to_owned(),
+                        tailnet_ips: p.addresses.iter().map(ipnet::IpNet::addr).collect(),
+                        online: p.online,
+                    },
+                )
+            })
+            .collect()
     }
 
     fn replace_peers(&mut self, peers: Vec<Node>, changes: &mut Changes) {
@@ -730,5 +764,27 @@ mod tests {
         assert!(!c.packet_filter);
         assert_eq!(nm.peers[&1].endpoints, vec![ep("192.0.2.7:41641")]);
         assert_eq!(nm.peers[&1].online, Some(true));
+    }
+
+    #[test]
+    fn peer_directory_names_without_trailing_dot() {
+        let mut nm = NetMap::new();
+        let mut a = node(1);
+        a.online = Some(true);
+        let mut keyless = node(2);
+        keyless.key = Default::default();
+        nm.apply(MapResponse {
+            peers: Some(vec![a.clone(), keyless]),
+            ..MapResponse::default()
+        });
+        let dir = nm.peer_directory();
+        assert_eq!(dir.len(), 1);
+        let info = &dir[a.key.as_bytes()];
+        assert_eq!(info.name, "n1.example.ts.net");
+        assert_eq!(
+            info.tailnet_ips,
+            ["100.64.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(info.online, Some(true));
     }
 }

@@ -93,6 +93,24 @@ impl Persisted {
     }
 }
 
+impl Persisted {
+    /// Whether `dir` holds a node key (false after a logout, or before the first start).
+    pub fn has_node_key(dir: &Path) -> bool {
+        dir.join(NODE_KEY_FILE).exists()
+    }
+
+    /// Deletes the node key file (logout): the next [`Persisted::load_or_create`] makes a new
+    /// key, which needs an auth key to register. The machine key stays.
+    pub fn forget_node_key(&self) -> Result<(), StateError> {
+        let path = self.dir.join(NODE_KEY_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+}
+
 fn io(path: &Path, source: std::io::Error) -> StateError {
     StateError::Io {
         path: path.to_owned(),

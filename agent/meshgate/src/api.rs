@@ -1,7 +1,8 @@
 //! The daemon's local API: a unix socket (mode 0600, so root-only in practice) with a one-line
-//! protocol. A client connects, writes one command line (`status`), and reads one JSON object
-//! followed by a newline; then the daemon closes the connection. `meshgate status` and
-//! `meshgate ip` are its clients.
+//! protocol. A client connects, writes one command line, and reads one JSON object followed by
+//! a newline; then the daemon closes the connection. Commands: `status` (→ [`Status`]),
+//! `up <UpRequest as JSON>`, `down`, `logout` (→ `{"ok": "what happened"}`); any failure is
+//! `{"error": "..."}`. `meshgate status|ip|up|down|logout` are its clients.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
@@ -13,7 +14,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cli::{IpArgs, StatusArgs};
+use crate::cli::{IpArgs, SimpleArgs, StatusArgs, UpArgs};
 
 /// `status --json`: stable field names for scripts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -25,6 +26,14 @@ pub struct Status {
     pub mode: String,
     /// The coordination server, in control mode.
     pub login_server: Option<String>,
+    /// Control mode: `up` (a session with control runs), `down` (none: before the first
+    /// `meshgate up`, after `meshgate down` or a fatal control error), `logged-out`.
+    /// `--config` mode: `config`.
+    #[serde(default)]
+    pub state: String,
+    /// The last fatal control error (refused auth key, …), cleared by a successful `up`.
+    #[serde(default)]
+    pub error: Option<String>,
     #[serde(rename = "self")]
     pub self_node: SelfStatus,
     pub peers: Vec<PeerStatus>,
@@ -40,8 +49,12 @@ pub struct SelfStatus {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PeerStatus {
-    /// The peer's name from control; not known to the daemon yet (always null for now).
+    /// The peer's MagicDNS name from control, without the trailing dot (control mode; null
+    /// in `--config` mode or when control sent none).
     pub name: Option<String>,
+    /// Whether control says the peer is online (null: not said, or `--config` mode).
+    #[serde(default)]
+    pub online: Option<bool>,
     pub public_key: String,
     /// Its host addresses (/32, /128 allowed IPs), without prefix length.
     pub tailnet_ips: Vec<String>,
@@ -53,8 +66,40 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
 }
 
+/// `up`'s settings; a field left out keeps the daemon's current value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UpRequest {
+    pub login_server: Option<String>,
+    pub auth_key: Option<String>,
+    pub hostname: Option<String>,
+    pub advertise_routes: Option<Vec<String>>,
+    pub accept_routes: Option<bool>,
+}
+
+/// The answer to `up`, `down`, `logout`: what happened, or what went wrong.
+pub type Outcome = Result<String, String>;
+
 /// A request from a local API connection to the daemon's main loop (which owns the engine).
-pub type StatusRequest = oneshot::Sender<Status>;
+#[derive(Debug)]
+pub enum Request {
+    Status(oneshot::Sender<Status>),
+    Up(UpRequest, oneshot::Sender<Outcome>),
+    Down(oneshot::Sender<Outcome>),
+    Logout(oneshot::Sender<Outcome>),
+}
+
+impl Request {
+    /// Answers a request the daemon's mode cannot serve (status is always served).
+    pub fn refuse(self, why: &str) -> Option<oneshot::Sender<Status>> {
+        match self {
+            Request::Status(reply) => return Some(reply),
+            Request::Up(_, reply) | Request::Down(reply) | Request::Logout(reply) => {
+                let _ = reply.send(Err(why.to_owned()));
+            }
+        }
+        None
+    }
+}
 
 /// Binds `path` (parent created 0755, socket 0600). A stale socket left by a killed daemon is
 /// replaced; one a live daemon answers on is an error.
@@ -84,7 +129,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
 }
 
 /// Answers connections on `listener` by asking the main loop through `requests`.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>) {
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Request>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -103,7 +148,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>
     }
 }
 
-async fn answer(stream: UnixStream, requests: mpsc::Sender<StatusRequest>) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, requests: mpsc::Sender<Request>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let limited = read.take(4096);
@@ -113,29 +158,68 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<StatusRequest>) -> st
     )
     .await
     .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "no request line"))??;
-    let reply = match line.trim() {
+    let stopping = || serde_json::json!({"error": "the daemon is stopping"}).to_string();
+    let line = line.trim();
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let outcome = |rx: Option<oneshot::Receiver<Outcome>>| async move {
+        match rx {
+            Some(rx) => match rx.await {
+                Ok(Ok(message)) => serde_json::json!({ "ok": message }).to_string(),
+                Ok(Err(error)) => serde_json::json!({ "error": error }).to_string(),
+                Err(_) => stopping(),
+            },
+            None => stopping(),
+        }
+    };
+    let reply = match command {
         "status" if n > 0 => {
             let (tx, rx) = oneshot::channel();
-            let status = if requests.send(tx).await.is_ok() {
+            let status = if requests.send(Request::Status(tx)).await.is_ok() {
                 rx.await.ok()
             } else {
                 None
             };
             match status {
                 Some(status) => serde_json::to_string(&status).expect("status serializes"),
-                None => serde_json::json!({"error": "the daemon is stopping"}).to_string(),
+                None => stopping(),
             }
         }
-        other => serde_json::json!({"error": format!("unknown request {other:?}; try \"status\"")})
-            .to_string(),
+        "up" | "down" | "logout" => {
+            let (tx, rx) = oneshot::channel();
+            let request = match command {
+                "down" => Some(Request::Down(tx)),
+                "logout" => Some(Request::Logout(tx)),
+                _ => match serde_json::from_str::<UpRequest>(if rest.is_empty() {
+                    "{}"
+                } else {
+                    rest
+                }) {
+                    Ok(up) => Some(Request::Up(up, tx)),
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("bad up request: {e}")));
+                        None
+                    }
+                },
+            };
+            let sent = match request {
+                Some(request) => requests.send(request).await.is_ok(),
+                None => true,
+            };
+            outcome(sent.then_some(rx)).await
+        }
+        other => serde_json::json!({
+            "error": format!("unknown request {other:?}; try status, up, down or logout")
+        })
+        .to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
-/// Asks the daemon at `socket` for its status.
-pub async fn fetch_status(socket: &Path) -> Result<Status, String> {
+/// Sends one command `line` to the daemon at `socket` and returns its JSON answer; an
+/// `{"error": ...}` answer is an `Err`.
+async fn exchange(socket: &Path, line: &str, wait: Duration) -> Result<serde_json::Value, String> {
     let not_running = |e: std::io::Error| {
         format!(
             "cannot reach the daemon: {e} (is meshgate daemon running? socket {})",
@@ -145,7 +229,7 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, String> {
     let exchange = async {
         let mut stream = UnixStream::connect(socket).await.map_err(not_running)?;
         stream
-            .write_all(b"status\n")
+            .write_all(format!("{line}\n").as_bytes())
             .await
             .map_err(|e| format!("{}: {e}", socket.display()))?;
         let mut reply = String::new();
@@ -156,7 +240,7 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, String> {
             .map_err(|e| format!("{}: {e}", socket.display()))?;
         Ok::<_, String>(reply)
     };
-    let reply = tokio::time::timeout(Duration::from_secs(10), exchange)
+    let reply = tokio::time::timeout(wait, exchange)
         .await
         .map_err(|_| format!("the daemon at {} did not answer", socket.display()))??;
     let value: serde_json::Value = serde_json::from_str(&reply)
@@ -164,8 +248,49 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, String> {
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
         return Err(format!("the daemon says: {error}"));
     }
+    Ok(value)
+}
+
+/// Asks the daemon at `socket` for its status.
+pub async fn fetch_status(socket: &Path) -> Result<Status, String> {
+    let value = exchange(socket, "status", Duration::from_secs(10)).await?;
     serde_json::from_value(value)
         .map_err(|e| format!("unreadable answer from {}: {e}", socket.display()))
+}
+
+/// How long `meshgate up` waits for the daemon (which waits up to [`UP_WAIT`] for control).
+const UP_CLIENT_WAIT: Duration = Duration::from_secs(60);
+/// How long the daemon waits for the first network map before answering `up`.
+pub const UP_WAIT: Duration = Duration::from_secs(30);
+
+async fn command(socket: &Path, line: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let value = exchange(socket, line, UP_CLIENT_WAIT).await?;
+    if let Some(message) = value.get("ok").and_then(|m| m.as_str()) {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+pub async fn up(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let request = UpRequest {
+        login_server: args.login_server,
+        auth_key: args.auth_key,
+        hostname: args.hostname,
+        advertise_routes: args
+            .advertise_routes
+            .map(|routes| routes.iter().flatten().map(ToString::to_string).collect()),
+        accept_routes: args.accept_routes,
+    };
+    let json = serde_json::to_string(&request)?;
+    command(&args.socket, &format!("up {json}")).await
+}
+
+pub async fn down(args: SimpleArgs) -> Result<(), Box<dyn std::error::Error>> {
+    command(&args.socket, "down").await
+}
+
+pub async fn logout(args: SimpleArgs) -> Result<(), Box<dyn std::error::Error>> {
+    command(&args.socket, "logout").await
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -209,6 +334,12 @@ fn render(status: &Status, now: SystemTime) -> String {
             .map(|s| format!(" via {s}"))
             .unwrap_or_default()
     );
+    if !status.state.is_empty() && status.state != "config" {
+        let _ = writeln!(out, "state: {}", status.state);
+    }
+    if let Some(error) = &status.error {
+        let _ = writeln!(out, "control error: {error}");
+    }
     let _ = writeln!(
         out,
         "self: {}  key {}  port {}",
@@ -268,6 +399,8 @@ mod tests {
             interface: "meshgate0".into(),
             mode: "control".into(),
             login_server: Some("203.0.113.1:8080".into()),
+            state: "up".into(),
+            error: None,
             self_node: SelfStatus {
                 public_key: Some("k".into()),
                 addresses: vec!["100.64.0.1".into(), "fd7a:115c:a1e0::1".into()],
@@ -275,6 +408,7 @@ mod tests {
             },
             peers: vec![PeerStatus {
                 public_key: "p".into(),
+                name: Some("n2.tailnet.example".into()),
                 tailnet_ips: vec!["100.64.0.2".into()],
                 latest_handshake: Some(100),
                 ..PeerStatus::default()
@@ -287,6 +421,8 @@ mod tests {
         let text = render(&back, SystemTime::UNIX_EPOCH + Duration::from_secs(130));
         assert!(text.contains("handshake 30s ago"), "{text}");
         assert!(text.contains("via 203.0.113.1:8080"), "{text}");
+        assert!(text.contains("n2.tailnet.example"), "{text}");
+        assert!(text.contains("state: up"), "{text}");
     }
 
     #[tokio::test]
@@ -300,18 +436,48 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(bind(&path).is_err(), "a live socket was replaced");
-        let (tx, mut rx) = mpsc::channel::<StatusRequest>(4);
+        let (tx, mut rx) = mpsc::channel::<Request>(4);
         tokio::spawn(serve(listener, tx));
         tokio::spawn(async move {
-            while let Some(reply) = rx.recv().await {
-                let _ = reply.send(Status {
-                    interface: "mgtest".into(),
-                    ..Status::default()
-                });
+            while let Some(request) = rx.recv().await {
+                match request {
+                    Request::Status(reply) => {
+                        let _ = reply.send(Status {
+                            interface: "mgtest".into(),
+                            ..Status::default()
+                        });
+                    }
+                    Request::Up(up, reply) => {
+                        let _ = reply.send(Ok(format!("up via {:?}", up.login_server)));
+                    }
+                    other => {
+                        let _ = other.refuse("not here");
+                    }
+                }
             }
         });
         let status = fetch_status(&path).await.unwrap();
         assert_eq!(status.interface, "mgtest");
+        let up = exchange(
+            &path,
+            r#"up {"login_server":"h:1"}"#,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(up["ok"], "up via Some(\"h:1\")");
+        let err = exchange(&path, "down", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.contains("not here"), "{err}");
+        let err = exchange(&path, "up {nope", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.contains("bad up request"), "{err}");
+        let err = exchange(&path, "dance", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.contains("unknown request"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
         let err = fetch_status(&path).await.unwrap_err();
         assert!(err.contains("is meshgate daemon running?"), "{err}");

@@ -36,6 +36,15 @@ pub enum Command {
     Status(StatusArgs),
     /// Print this node's tailnet addresses (from the running daemon).
     Ip(IpArgs),
+    /// Connect the running daemon to a tailnet, or change its settings (flags not given keep
+    /// their current value; none at all resumes after `down`).
+    Up(UpArgs),
+    /// Stop the daemon's control session and take the peers off the interface (the interface
+    /// and its addresses stay); `up` resumes.
+    Down(SimpleArgs),
+    /// Log this node out of the tailnet (its node key expires on the coordinator and is deleted
+    /// here) and take the peers off the interface; joining again needs an auth key.
+    Logout(SimpleArgs),
     /// The coordination server and its administration (on the store's file directly).
     #[command(subcommand)]
     Coordinator(CoordinatorCommand),
@@ -63,10 +72,11 @@ impl From<BackendArg> for BackendChoice {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["config", "login_server"])))]
+#[command(group(ArgGroup::new("source").args(["config", "login_server"])))]
 pub struct DaemonArgs {
     /// Interface configuration in wg-quick format (see configs/meshgate0.conf). Either this or
-    /// --login-server.
+    /// --login-server; with neither, the daemon runs in control mode and waits for
+    /// `meshgate up` on its socket.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Join a tailnet: the coordination server as HOST:PORT (plain ts2021 over TCP; no TLS yet).
@@ -144,6 +154,45 @@ pub struct StatusArgs {
     /// Machine-readable output (stable for scripts).
     #[arg(long)]
     pub json: bool,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The coordination server as HOST:PORT (plain ts2021 over TCP; no TLS yet).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub login_server: Option<String>,
+    /// Pre-auth key (needed to register a new node key: the first time, and after logout).
+    #[arg(long, env = "MESHGATE_AUTH_KEY", hide_env_values = true)]
+    pub auth_key: Option<String>,
+    /// Name to register with.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Subnets behind this node to offer the tailnet, comma-separated ("" for none).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...", value_parser = parse_route)]
+    pub advertise_routes: Option<Vec<Option<ipnet::IpNet>>>,
+    /// Route the subnets other nodes advertise (`--accept-routes=false` to stop).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub accept_routes: Option<bool>,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `--advertise-routes ""` is an empty list.
+fn parse_route(text: &str) -> Result<Option<ipnet::IpNet>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{text:?} is not a prefix like 10.0.0.0/24: {e}"))
+}
+
+/// Commands that only need the daemon's socket.
+#[derive(Debug, clap::Args)]
+pub struct SimpleArgs {
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }
@@ -330,11 +379,40 @@ mod tests {
     #[test]
     fn daemon_needs_exactly_one_source() {
         let parse = |args: &[&str]| Cli::try_parse_from([&["meshgate", "daemon"], args].concat());
-        assert!(parse(&[]).is_err());
+        assert!(parse(&[]).is_ok(), "control mode waiting for `up`");
         assert!(parse(&["--config", "a.conf", "--login-server", "h:1"]).is_err());
         assert!(parse(&["--auth-key", "k", "--config", "a.conf"]).is_err());
         assert!(parse(&["--config", "a.conf"]).is_ok());
         assert!(parse(&["--login-server", "h:1", "--auth-key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn up_flags() {
+        let parse = |args: &[&str]| match Cli::try_parse_from([&["meshgate", "up"], args].concat())
+            .map(|c| c.command)
+        {
+            Ok(Command::Up(up)) => Ok(up),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let up = parse(&[]).unwrap();
+        assert!(up.login_server.is_none() && up.accept_routes.is_none());
+        assert!(up.advertise_routes.is_none());
+        let up = parse(&[
+            "--accept-routes",
+            "--advertise-routes",
+            "10.0.0.0/24,10.1.0.0/24",
+        ])
+        .unwrap();
+        assert_eq!(up.accept_routes, Some(true));
+        assert_eq!(up.advertise_routes.unwrap().len(), 2);
+        assert_eq!(
+            parse(&["--accept-routes=false"]).unwrap().accept_routes,
+            Some(false)
+        );
+        let up = parse(&["--advertise-routes", ""]).unwrap();
+        assert_eq!(up.advertise_routes, Some(vec![None]));
+        assert!(parse(&["--advertise-routes", "nope"]).is_err());
     }
 
     #[test]

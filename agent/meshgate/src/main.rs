@@ -43,6 +43,9 @@ fn main() -> ExitCode {
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Status(args) => api::status(args).await,
             cli::Command::Ip(args) => api::ip(args).await,
+            cli::Command::Up(args) => api::up(args).await,
+            cli::Command::Down(args) => api::down(args).await,
+            cli::Command::Logout(args) => api::logout(args).await,
             cli::Command::Coordinator(command) => coordinator::run(command).await,
         }
     });

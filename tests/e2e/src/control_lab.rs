@@ -1,6 +1,7 @@
 //! The control plane end to end, through the `meshgate` binary only: a lab host runs
-//! `meshgate coordinator serve`, three others run `meshgate daemon --login-server ...` and find
-//! each other's tailnet addresses with `meshgate status --json`, then ping them.
+//! `meshgate coordinator serve`, three others run `meshgate daemon --login-server ...` (the
+//! third `meshgate daemon` alone, then `meshgate up`) and find each other's tailnet addresses
+//! and names with `meshgate status --json`, then ping them; then `down`, `up` and `logout`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,50 @@ fn status(host: &Host, socket: &Path) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&output.stdout).ok()
+}
+
+/// `meshgate ARGS --socket SOCKET` on `host`: success, and stdout or stderr.
+fn meshgate(host: &Host, socket: &Path, args: &[&str]) -> (bool, String) {
+    let mut command = host.command(meshgate_bin());
+    command.args(args).arg("--socket").arg(socket);
+    let output = command.output().expect("running meshgate");
+    let text = if output.status.success() {
+        &output.stdout
+    } else {
+        &output.stderr
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(text).trim().to_owned(),
+    )
+}
+
+/// Number of peers in `status`, if it answered.
+fn peer_count(status: &Option<serde_json::Value>) -> Option<usize> {
+    status.as_ref()?["peers"].as_array().map(Vec::len)
+}
+
+/// Waits up to 20 s until `check` holds for the status of the daemon behind `socket`.
+fn wait_status(
+    host: &Host,
+    socket: &Path,
+    dir: &Path,
+    what: &str,
+    check: impl Fn(&Option<serde_json::Value>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = status(host, socket);
+        if check(&shown) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened: {shown:#?}\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn ipv4_of(list: &serde_json::Value) -> Option<IpAddr> {
@@ -128,11 +173,16 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
         std::fs::create_dir_all(&state).unwrap();
         let socket = state.join("s.sock");
         let mut daemon = host.command(&bin);
+        daemon.arg("daemon");
+        // n2 starts without a login server and joins with `meshgate up` below.
+        if i < 2 {
+            daemon.args(["--login-server", &listen, "--auth-key", &secret]);
+        }
         daemon
-            .args(["daemon", "--login-server", &listen, "--auth-key", &secret])
             .args(["--backend", backend_flag(backend)])
             .args(["--iface", &unique_ifname("c")])
             .args(["--hostname", &format!("n{i}"), "--accept-routes"])
+            .args(["--reconcile-every", "1s"])
             .arg("--state-dir")
             .arg(&state)
             .arg("--socket")
@@ -146,6 +196,17 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
         daemons.push(host.spawn(daemon).expect("daemon"));
         sockets.push(socket);
     }
+    // The waiting daemon says so, then joins with `up` (which waits for the first map).
+    wait_status(&agents[2], &sockets[2], &dir, "n2 waiting for up", |s| {
+        s.as_ref()
+            .is_some_and(|s| s["state"] == "down" && s["login_server"].is_null())
+    });
+    let (ok, out) = meshgate(
+        &agents[2],
+        &sockets[2],
+        &["up", "--login-server", &listen, "--auth-key", &secret],
+    );
+    assert!(ok && out.contains("connected"), "up: {out}\n{}", logs(&dir));
 
     // Each daemon sees both others, with endpoints; learn every node's tailnet IPv4.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -184,6 +245,21 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
                 .contains(address),
             "{address} is not a tailnet address"
         );
+    }
+
+    // Every peer shows its name from control (`n<j>.<base domain>`, no trailing dot).
+    for (i, (host, socket)) in agents.iter().zip(&sockets).enumerate() {
+        let shown = status(host, socket).unwrap();
+        assert_eq!(shown["state"], "up", "{shown:#}");
+        for peer in shown["peers"].as_array().unwrap() {
+            let ip = ipv4_of(&peer["tailnet_ips"]).unwrap();
+            let j = addresses.iter().position(|a| *a == ip).unwrap();
+            let name = peer["name"].as_str().unwrap_or_default();
+            assert!(
+                name.starts_with(&format!("n{j}.")) && !name.ends_with('.'),
+                "n{i} names n{j} {name:?}: {shown:#}"
+            );
+        }
     }
 
     // Everyone pings everyone else by tailnet IP.
@@ -266,6 +342,99 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    // `down` on n2: no peers on its interface, addresses kept; `up` resumes.
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["down"]);
+    assert!(ok && out.starts_with("down"), "down: {out}");
+    wait_status(
+        &agents[2],
+        &sockets[2],
+        &dir,
+        "n2 down without peers",
+        |s| {
+            peer_count(s) == Some(0)
+                && s.as_ref().is_some_and(|s| {
+                    s["state"] == "down" && ipv4_of(&s["self"]["addresses"]) == Some(addresses[2])
+                })
+        },
+    );
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["down"]);
+    assert!(ok && out == "already down", "second down: {out}");
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["up"]);
+    assert!(ok && out.contains("connected"), "up again: {out}");
+    wait_status(&agents[2], &sockets[2], &dir, "n2 up again", |s| {
+        peer_count(s) == Some(2)
+    });
+
+    // `logout` on n2: its key expires at control (the others drop it), its node key file is
+    // gone, its interface has no peers; a second logout and an `up` without auth key fail.
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["logout"]);
+    assert!(
+        ok && out.starts_with("logged out"),
+        "logout: {out}\n{}",
+        logs(&dir)
+    );
+    assert!(!dir.join("n2").join("node.key").exists(), "node.key kept");
+    assert!(
+        dir.join("n2").join("machine.key").exists(),
+        "machine.key gone"
+    );
+    wait_status(&agents[2], &sockets[2], &dir, "n2 logged out", |s| {
+        peer_count(s) == Some(0) && s.as_ref().is_some_and(|s| s["state"] == "logged-out")
+    });
+    for i in [0, 1] {
+        wait_status(
+            &agents[i],
+            &sockets[i],
+            &dir,
+            "the others dropping n2",
+            |s| peer_count(s) == Some(1),
+        );
+    }
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["logout"]);
+    assert!(
+        !ok && out.contains("already logged out"),
+        "second logout: {out}"
+    );
+    let (ok, out) = meshgate(&agents[2], &sockets[2], &["up"]);
+    assert!(
+        !ok && out.contains("error"),
+        "up without auth key after logout: {out}"
+    );
+    assert!(daemons[2].try_wait().unwrap().is_none(), "daemon n2 exited");
+
+    // n0 gains an address that sorts first among its endpoints: the daemon notices at its
+    // next reconcile and tells control with a lite map request; n1 sees the new endpoint.
+    let n0_addr = agents[0].addr_on(&switch).unwrap().to_string();
+    let links = agents[0]
+        .exec_ok(["ip", "-o", "-4", "addr", "show"])
+        .unwrap();
+    let dev = links
+        .lines()
+        .find(|l| l.contains(&format!(" {n0_addr}/")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("n0's switch interface")
+        .to_owned();
+    agents[0]
+        .exec_ok(["ip", "addr", "add", "1.1.1.1/32", "dev", &dev])
+        .unwrap();
+    wait_status(
+        &agents[1],
+        &sockets[1],
+        &dir,
+        "n1 seeing n0's new endpoint",
+        |s| {
+            s.as_ref().is_some_and(|s| {
+                s["peers"].as_array().is_some_and(|peers| {
+                    peers.iter().any(|p| {
+                        ipv4_of(&p["tailnet_ips"]) == Some(addresses[0])
+                            && p["endpoint"] == "1.1.1.1:41641"
+                    })
+                })
+            })
+        },
+    );
+
     drop(daemons);
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
@@ -320,6 +489,11 @@ pub fn config_mode_status(backend: BackendChoice) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (ok, out) = meshgate(&pair.a, &socket, &["down"]);
+    assert!(
+        !ok && out.contains("--config"),
+        "down in config mode: {out}"
+    );
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }

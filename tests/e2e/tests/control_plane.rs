@@ -159,3 +159,168 @@ async fn three_nodes_join_and_see_each_other() {
     }
     serving.abort();
 }
+
+/// Node keys with a 10 s lifetime: every node renews its key (`OldNodeKey` rotation, no auth
+/// key) about a second before expiry, its own configuration gets the new private key and the
+/// peers' configurations switch to the new public key.
+#[tokio::test]
+async fn node_keys_are_renewed_before_expiry() {
+    let dir = temp_dir();
+    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
+    let mut config = Config::new(dir.0.join("control"));
+    config.node_key_lifetime = Some(Duration::from_secs(10));
+    let server = Server::new(store.clone(), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await })
+    };
+    let now = SystemTime::now();
+    let user = store.create_user("bob@example.com", now).unwrap();
+    // A one-off key per node: renewal must not need it again.
+    let mut receivers = Vec::new();
+    let mut clients = Vec::new();
+    let mut first_keys = Vec::new();
+    for n in 0..2 {
+        let secret = store
+            .create_auth_key(&NewAuthKey {
+                user: user.id,
+                reusable: false,
+                ephemeral: false,
+                tags: Vec::new(),
+                expires: None,
+                now,
+            })
+            .unwrap()
+            .secret;
+        let state_dir = dir.0.join(format!("node{n}"));
+        let state = Persisted::load_or_create(&state_dir).unwrap();
+        first_keys.push(*state.node_key.public().as_bytes());
+        let mut config = RunConfig::new(addr.to_string());
+        config.auth_key = Some(secret);
+        config.hostinfo.hostname = format!("node{n}");
+        config.backoff_min = Duration::from_millis(50);
+        config.backoff_max = Duration::from_millis(500);
+        let (tx, rx) = watch::channel(None);
+        clients.push(tokio::spawn(run(config, state, tx)));
+        receivers.push(rx);
+    }
+    let own_key = |c: &InterfaceConfig| {
+        *c.device
+            .private_key
+            .as_ref()
+            .expect("a private key")
+            .public_key()
+            .as_bytes()
+    };
+    // First: each sees the other under its first key.
+    wait_all(&mut receivers, "seeing the other's first key", |i, c| {
+        own_key(c) == first_keys[i]
+            && c.device
+                .peers
+                .keys()
+                .any(|k| k.as_bytes() == &first_keys[1 - i])
+    })
+    .await;
+    // Then, within 20 s: a new own key, and the other's new key (never a first key).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for (i, rx) in receivers.iter_mut().enumerate() {
+        let result = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|c| {
+                c.as_ref().is_some_and(|c| {
+                    own_key(c) != first_keys[i]
+                        && c.device.peers.len() == 1
+                        && c.device
+                            .peers
+                            .keys()
+                            .all(|k| !first_keys.contains(k.as_bytes()))
+                })
+            }),
+        )
+        .await;
+        assert!(result.is_ok(), "node {i} never switched to renewed keys");
+    }
+    // The renewed key is the one on disk.
+    for (n, first) in first_keys.iter().enumerate() {
+        let state = Persisted::load_or_create(&dir.0.join(format!("node{n}"))).unwrap();
+        assert_ne!(state.node_key.public().as_bytes(), first);
+    }
+    for client in &clients {
+        assert!(!client.is_finished(), "a client stopped");
+    }
+    for client in clients {
+        client.abort();
+    }
+    serving.abort();
+}
+
+/// A node's endpoints change while its stream runs: the client sends a lite map request
+/// (`Stream=false, OmitPeers=true`) at once, and the peer's configuration gets the new endpoint.
+#[tokio::test]
+async fn changed_endpoints_reach_the_peer_without_reconnecting() {
+    let dir = temp_dir();
+    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
+    let server = Server::new(store.clone(), Config::new(dir.0.join("control"))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await })
+    };
+    let now = SystemTime::now();
+    let user = store.create_user("carol@example.com", now).unwrap();
+    let secret = store
+        .create_auth_key(&NewAuthKey {
+            user: user.id,
+            reusable: true,
+            ephemeral: false,
+            tags: Vec::new(),
+            expires: None,
+            now,
+        })
+        .unwrap()
+        .secret;
+    let first: std::net::SocketAddr = "192.0.2.1:41641".parse().unwrap();
+    let moved: std::net::SocketAddr = "198.51.100.7:41641".parse().unwrap();
+    let (endpoints_tx, endpoints_rx) = watch::channel(vec![first]);
+    let mut receivers = Vec::new();
+    let mut clients = Vec::new();
+    for n in 0..2 {
+        let state = Persisted::load_or_create(&dir.0.join(format!("node{n}"))).unwrap();
+        let mut config = RunConfig::new(addr.to_string());
+        config.auth_key = Some(secret.clone());
+        config.hostinfo.hostname = format!("node{n}");
+        config.backoff_min = Duration::from_millis(50);
+        config.backoff_max = Duration::from_millis(500);
+        if n == 0 {
+            config.endpoints = vec![first];
+            config.endpoint_updates = Some(endpoints_rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        clients.push(tokio::spawn(run(config, state, tx)));
+        receivers.push(rx);
+    }
+    let peer_endpoint = |c: &InterfaceConfig| c.device.peers.values().next()?.endpoint;
+    wait_all(
+        &mut receivers[1..],
+        "seeing node 0's first endpoint",
+        |_, c| peer_endpoint(c) == Some(first),
+    )
+    .await;
+    endpoints_tx.send(vec![moved]).unwrap();
+    wait_all(
+        &mut receivers[1..],
+        "seeing node 0's new endpoint",
+        |_, c| peer_endpoint(c) == Some(moved),
+    )
+    .await;
+    for client in &clients {
+        assert!(!client.is_finished(), "a client stopped");
+    }
+    for client in clients {
+        client.abort();
+    }
+    serving.abort();
+}
