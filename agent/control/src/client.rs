@@ -14,11 +14,11 @@ use meshgate_tailcfg::{
 use meshgate_wg::InterfaceConfig;
 use rand_core::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use crate::endpoint::ControlServer;
 use crate::netmap::{NetMap, PeerDirectory};
 use crate::state::Persisted;
 use crate::wgconfig::{WgOptions, interface_config};
@@ -83,26 +83,18 @@ impl ClientError {
     }
 }
 
-/// The host part of `host:port` (brackets of an IPv6 literal kept).
-fn host_of(addr: &str) -> &str {
-    match addr.rfind(':') {
-        Some(i) if !addr[i..].contains(']') => &addr[..i],
-        _ => addr,
-    }
-}
-
-/// `GET /key?v=<capver>` over plain HTTP/1.1 on `addr` (`host:port`): the control server's
-/// Noise key (reference §5.1).
-pub async fn fetch_control_key(addr: &str) -> Result<ControlPublic, ClientError> {
+/// `GET /key?v=<capver>` over HTTP/1.1 (TLS for `https` servers): the control server's Noise
+/// key (reference §5.1).
+pub async fn fetch_control_key(server: &ControlServer) -> Result<ControlPublic, ClientError> {
     let io_err = |source| ClientError::Io {
-        addr: addr.to_owned(),
+        addr: server.to_string(),
         source,
     };
     let fetch = async {
-        let mut tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+        let mut tcp = server.dial().await.map_err(io_err)?;
         let request = format!(
             "GET /key?v={CAPABILITY_VERSION} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            host_of(addr)
+            server.authority()
         );
         tcp.write_all(request.as_bytes()).await.map_err(io_err)?;
         let mut reply = Vec::new();
@@ -110,6 +102,14 @@ pub async fn fetch_control_key(addr: &str) -> Result<ControlPublic, ClientError>
             .take(MAX_REPLY as u64)
             .read_to_end(&mut reply)
             .await
+            .or_else(|e| {
+                // Servers that close without TLS close_notify: the reply is complete anyway.
+                if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() {
+                    Ok(reply.len())
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(io_err)?;
         Ok::<_, ClientError>(reply)
     };
@@ -172,25 +172,22 @@ impl Drop for ControlClient {
 }
 
 impl ControlClient {
-    /// Connects to `addr` (`host:port`, plain TCP), runs the Noise handshake with our machine
-    /// key against `control`, and starts HTTP/2.
+    /// Connects to `server` (TCP, then TLS for `https`), runs the Noise handshake with our
+    /// machine key against `control`, and starts HTTP/2.
     pub async fn connect(
-        addr: &str,
+        server: &ControlServer,
         control: &ControlPublic,
         machine: &MachinePrivate,
     ) -> Result<ControlClient, ClientError> {
-        let host = host_of(addr).to_owned();
+        let host = server.authority();
         let machine = meshgate_controlbase::MachinePrivate::from_bytes(*machine.as_secret_bytes());
         let setup = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ClientError::Io {
-                    addr: addr.to_owned(),
-                    source,
-                })?;
-            let _ = tcp.set_nodelay(true);
+            let conn = server.dial().await.map_err(|source| ClientError::Io {
+                addr: server.to_string(),
+                source,
+            })?;
             let (stream, early) =
-                meshgate_controlhttp::connect(tcp, addr, &machine, control, CAPABILITY_VERSION)
+                meshgate_controlhttp::connect(conn, &host, &machine, control, CAPABILITY_VERSION)
                     .await?;
             let (send, connection) = h2::client::handshake(stream).await?;
             Ok::<_, ClientError>((send, connection, early))
@@ -503,10 +500,10 @@ async fn renew_node_key(
     Ok(())
 }
 
-/// Logs this node out of the control server at `server` (`host:port`): a fresh connection
+/// Logs this node out of the control server at `server`: a fresh connection
 /// with the machine key, then [`ControlClient::logout`] with the current node key. The caller
 /// deletes the node key afterwards ([`Persisted::forget_node_key`]).
-pub async fn logout(server: &str, state: &Persisted) -> Result<(), ClientError> {
+pub async fn logout(server: &ControlServer, state: &Persisted) -> Result<(), ClientError> {
     let control = fetch_control_key(server).await?;
     let mut client = ControlClient::connect(server, &control, &state.machine_key).await?;
     client.logout(&state.node_key).await
@@ -515,8 +512,8 @@ pub async fn logout(server: &str, state: &Persisted) -> Result<(), ClientError> 
 /// What [`run`] needs besides the keys.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Control server as `host:port` (plain HTTP; TLS is not done yet).
-    pub server: String,
+    /// The control server (plain or TLS; see [`ControlServer::parse`]).
+    pub server: ControlServer,
     pub auth_key: Option<String>,
     pub hostinfo: Hostinfo,
     /// Our WireGuard endpoints (`address:listen port`), sent in every map request.
@@ -532,7 +529,7 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    pub fn new(server: impl Into<String>) -> Self {
+    pub fn new(server: impl Into<ControlServer>) -> Self {
         RunConfig {
             server: server.into(),
             auth_key: None,
@@ -777,12 +774,5 @@ mod tests {
         // Sub-second lifetimes keep millisecond precision.
         assert_eq!(renewal_time(&t(11), &t(1)), Some(Time::from_unix(10, 0)));
         assert!(!ClientError::KeyRenewalDue { expired: false }.is_fatal());
-    }
-
-    #[test]
-    fn host_part() {
-        assert_eq!(host_of("control.example:8080"), "control.example");
-        assert_eq!(host_of("[::1]:80"), "[::1]");
-        assert_eq!(host_of("control.example"), "control.example");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshgate_control::wgconfig::{WgOptions, interface_config};
-use meshgate_control::{ClientError, NetMap, Persisted, RunConfig, run};
+use meshgate_control::{ClientError, ControlServer, NetMap, Persisted, RunConfig, run};
 use meshgate_controlhttp::{Accepted, accept};
 use meshgate_tailcfg::{
     MachinePrivate, MapRequest, MapResponse, Node, NodePrivate, NodePublic, PeerChange,
@@ -160,7 +160,7 @@ async fn run_publishes_the_config_of_full_then_delta() {
     let (addr, seen) = start().await;
     let state = state();
     let node_key = state.node_key.clone();
-    let mut cfg = RunConfig::new(addr);
+    let mut cfg = RunConfig::new(ControlServer::parse(&addr, None).unwrap());
     cfg.auth_key = Some(GOOD_KEY.to_owned());
     cfg.hostinfo.hostname = "router1".into();
 
@@ -219,7 +219,7 @@ async fn run_publishes_the_config_of_full_then_delta() {
 #[tokio::test]
 async fn refused_registration_is_a_clear_fatal_error() {
     let (addr, _seen) = start().await;
-    let mut cfg = RunConfig::new(addr);
+    let mut cfg = RunConfig::new(ControlServer::parse(&addr, None).unwrap());
     cfg.auth_key = Some("tskey-auth-wrong".to_owned());
     let (tx, rx) = watch::channel(None);
     let err = timeout(LIMIT, run(cfg, state(), tx)).await.unwrap();
@@ -237,7 +237,7 @@ async fn unreachable_control_retries_with_backoff() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let mut cfg = RunConfig::new(addr);
+    let mut cfg = RunConfig::new(ControlServer::parse(&addr, None).unwrap());
     cfg.backoff_min = Duration::from_millis(10);
     cfg.backoff_max = Duration::from_millis(40);
     let (tx, _rx) = watch::channel(None);

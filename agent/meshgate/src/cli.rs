@@ -79,9 +79,14 @@ pub struct DaemonArgs {
     /// `meshgate up` on its socket.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Join a tailnet: the coordination server as HOST:PORT (plain ts2021 over TCP; no TLS yet).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Join a tailnet: the coordination server as https://HOST[:PORT] (TLS, port 443 by
+    /// default), http://HOST[:PORT] (plain, 80) or HOST:PORT (plain).
+    #[arg(long, value_name = "URL")]
     pub login_server: Option<String>,
+    /// A PEM file of CA certificates to trust for https login servers, besides the public
+    /// roots (a self-hosted coordinator's private CA). Also used by `meshgate up`.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub login_server_ca: Option<PathBuf>,
     /// Pre-auth key for the first registration (a registered node's keys live in --state-dir).
     #[arg(
         long,
@@ -160,8 +165,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// The coordination server as HOST:PORT (plain ts2021 over TCP; no TLS yet).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The coordination server: https://HOST[:PORT], http://HOST[:PORT] or HOST:PORT (a
+    /// private CA is the daemon's --login-server-ca).
+    #[arg(long, value_name = "URL")]
     pub login_server: Option<String>,
     /// Pre-auth key (needed to register a new node key: the first time, and after logout).
     #[arg(long, env = "MESHGATE_AUTH_KEY", hide_env_values = true)]
@@ -226,9 +232,16 @@ pub enum CoordinatorCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on for clients (plain HTTP: `/key` and the ts2021 upgrade).
+    /// Address to listen on for clients (`/key` and the ts2021 upgrade): plain HTTP, or
+    /// HTTPS with --tls-cert and --tls-key.
     #[arg(long)]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The SQLite database (created with its schema if missing).
     #[arg(long)]
     pub db: PathBuf,
@@ -384,6 +397,43 @@ mod tests {
         assert!(parse(&["--auth-key", "k", "--config", "a.conf"]).is_err());
         assert!(parse(&["--config", "a.conf"]).is_ok());
         assert!(parse(&["--login-server", "h:1", "--auth-key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = |args: &[&str]| Cli::try_parse_from([&["meshgate"], args].concat());
+        assert!(
+            cli(&[
+                "daemon",
+                "--login-server",
+                "https://c.example",
+                "--login-server-ca",
+                "ca.pem"
+            ])
+            .is_ok()
+        );
+        assert!(
+            cli(&[
+                "daemon",
+                "--config",
+                "a.conf",
+                "--login-server-ca",
+                "ca.pem"
+            ])
+            .is_err()
+        );
+        let serve = [
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--db",
+            "d",
+        ];
+        assert!(cli(&serve).is_ok());
+        assert!(cli(&[&serve[..], &["--tls-cert", "c", "--tls-key", "k"]].concat()).is_ok());
+        assert!(cli(&[&serve[..], &["--tls-cert", "c"]].concat()).is_err());
+        assert!(cli(&[&serve[..], &["--tls-key", "k"]].concat()).is_err());
     }
 
     #[test]

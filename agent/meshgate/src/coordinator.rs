@@ -4,6 +4,9 @@
 //! other processes by polling SQLite's `PRAGMA data_version` every `--poll-every` (1 s) on a
 //! connection of its own, and then calls `Server::notify()`, so an approval reaches every map
 //! stream within about a second.
+//!
+//! With `--tls-cert` and `--tls-key`, `serve` speaks HTTPS: a tokio-rustls acceptor terminates
+//! TLS and the server serves the decrypted stream (`Server::serve_stream`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -87,6 +90,11 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if let Some(path) = &args.derp_map {
         config.derp_map = load_derp_map(path)?;
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let store: Arc<dyn Store> = Arc::new(open(&args.db)?);
     let server = Server::new(store, config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -94,6 +102,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     tracing::info!(
         listen = %args.listen,
+        tls = tls.is_some(),
         db = %args.db.display(),
         public_key = ?server.public_key(),
         "coordinator serving"
@@ -102,7 +111,12 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
 
     let mut serving = {
         let server = server.clone();
-        tokio::spawn(async move { server.serve(listener).await })
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => serve_tls(server, listener, tls).await,
+                None => server.serve(listener).await.map_err(|e| e.to_string()),
+            }
+        })
     };
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -129,6 +143,92 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     }
     tracing::info!("coordinator stopping");
     Ok(())
+}
+
+/// The TLS acceptor for `--tls-cert` (PEM chain, leaf first) and `--tls-key` (PEM private
+/// key). Errors name the file and say what is wrong (unreadable, no certificate, no key, key
+/// not matching the certificate).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    };
+    let cert_pem = read("--tls-cert", cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {}: not PEM: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no CERTIFICATE block in the file",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_slice(&read("--tls-key", key)?).map_err(|e| {
+        format!(
+            "--tls-key {}: no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}",
+            key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            format!(
+                "--tls-cert {} with --tls-key {}: {e} (is the key the certificate's?)",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TLS connections forever and serves each like [`Server::serve`] does a plain one
+/// (with the maintenance task alongside). A failed TLS handshake only ends that connection.
+async fn serve_tls(
+    server: Server,
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+) -> Result<(), String> {
+    let maintenance = {
+        let server = server.clone();
+        tokio::spawn(async move { server.maintain().await })
+    };
+    let result = loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => break Err(format!("accepting: {e}")),
+        };
+        let server = server.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_tls_connection(&server, tcp, tls).await {
+                tracing::debug!(%peer, "TLS connection ended: {e}");
+            }
+        });
+    };
+    maintenance.abort();
+    result
+}
+
+/// How long a client gets for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn serve_tls_connection(
+    server: &Server,
+    tcp: tokio::net::TcpStream,
+    tls: tokio_rustls::TlsAcceptor,
+) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let outer = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    server.serve_stream(outer).await.map_err(|e| e.to_string())
 }
 
 /// Watches the database for commits by other connections (`PRAGMA data_version` changes) and

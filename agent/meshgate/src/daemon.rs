@@ -2,7 +2,7 @@
 //! from one of two sources:
 //!
 //! - `--config FILE` (wg-quick format): applied on start, re-read on SIGHUP (delta only).
-//! - control mode (`--login-server HOST:PORT`, or neither flag: then it waits for `meshgate
+//! - control mode (`--login-server URL`, or neither flag: then it waits for `meshgate
 //!   up`): the control client (`meshgate_control::client::run_with_peers`) joins the tailnet
 //!   and publishes each new `InterfaceConfig` (and the peers' names) on watches; the daemon
 //!   applies it (the delta from the last one applied, or in full on start and after a
@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 use meshgate_control::client::{ClientError, RunConfig, logout as logout_at, run_with_peers};
+use meshgate_control::endpoint::ControlServer;
 use meshgate_control::netmap::PeerDirectory;
 use meshgate_control::state::Persisted;
 use meshgate_control::wgconfig::WgOptions;
@@ -185,9 +186,11 @@ impl Settings {
         if let Some(accept) = up.accept_routes {
             new.accept_routes = accept;
         }
-        if new.login_server.is_none() {
-            return Err("no login server: give --login-server HOST:PORT".into());
-        }
+        let Some(server) = &new.login_server else {
+            return Err("no login server: give --login-server URL".into());
+        };
+        // A bad URL is refused here, before the running session is touched.
+        ControlServer::parse(server, None).map_err(|e| e.to_string())?;
         Ok(new)
     }
 }
@@ -215,9 +218,11 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     let server = settings
         .login_server
         .clone()
-        .ok_or("no login server: give --login-server HOST:PORT")?;
+        .ok_or("no login server: give --login-server URL")?;
+    let control = ControlServer::parse(&server, args.login_server_ca.as_deref())
+        .map_err(|e| e.to_string())?;
     let persisted = Persisted::load_or_create(&args.state_dir).map_err(|e| e.to_string())?;
-    let mut cfg = RunConfig::new(server.clone());
+    let mut cfg = RunConfig::new(control);
     cfg.auth_key = settings.auth_key.clone();
     cfg.hostinfo.hostname = settings.hostname.clone().unwrap_or_else(system_hostname);
     cfg.hostinfo.os = "linux".to_owned();
@@ -289,11 +294,18 @@ async fn answer_up(
     let _ = reply.send(outcome);
 }
 
-/// Logs out at `server` with the keys in `dir`, then deletes the node key.
-async fn answer_logout(server: String, dir: PathBuf, reply: oneshot::Sender<Outcome>) {
+/// Logs out at `server` (trusting `ca` besides the public roots) with the keys in `dir`, then
+/// deletes the node key.
+async fn answer_logout(
+    server: String,
+    ca: Option<PathBuf>,
+    dir: PathBuf,
+    reply: oneshot::Sender<Outcome>,
+) {
     let outcome = async {
+        let control = ControlServer::parse(&server, ca.as_deref()).map_err(|e| e.to_string())?;
         let persisted = Persisted::load_or_create(&dir).map_err(|e| e.to_string())?;
-        logout_at(&server, &persisted).await.map_err(|e| {
+        logout_at(&control, &persisted).await.map_err(|e| {
             format!("{e}; the node key is kept and the session is down: run logout again")
         })?;
         persisted.forget_node_key().map_err(|e| e.to_string())?;
@@ -464,7 +476,7 @@ async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 }
                 Request::Logout(reply) => {
                     let Some(server) = settings.login_server.clone() else {
-                        let _ = reply.send(Err("not logged in: no login server known (meshgate up --login-server HOST:PORT first)".to_owned()));
+                        let _ = reply.send(Err("not logged in: no login server known (meshgate up --login-server URL first)".to_owned()));
                         continue;
                     };
                     if !Persisted::has_node_key(&args.state_dir) {
@@ -475,7 +487,12 @@ async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     state = "logged-out";
                     // A new node key needs an auth key again.
                     settings.auth_key = None;
-                    tokio::spawn(answer_logout(server, args.state_dir.clone(), reply));
+                    tokio::spawn(answer_logout(
+                        server,
+                        args.login_server_ca.clone(),
+                        args.state_dir.clone(),
+                        reply,
+                    ));
                     new = desired.as_ref().map(without_peers);
                     if new.is_none() {
                         continue;
@@ -701,6 +718,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(up.login_server.as_deref(), Some("h:1"));
+        let err = base
+            .with(UpRequest {
+                login_server: Some("ftp://h".into()),
+                ..UpRequest::default()
+            })
+            .unwrap_err();
+        assert!(err.contains("unsupported scheme"), "{err}");
         assert_eq!(up.hostname.as_deref(), Some("a"));
         assert!(up.accept_routes);
         assert_eq!(

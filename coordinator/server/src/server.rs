@@ -328,8 +328,20 @@ impl Server {
     pub async fn serve_connection(&self, tcp: TcpStream) -> Result<(), Error> {
         // Map deltas are small writes: without this, Nagle + delayed ACK hold some for 40 ms.
         let _ = tcp.set_nodelay(true);
+        self.serve_stream(tcp).await
+    }
+
+    /// Serves one connection over any byte stream, e.g. TLS in front of TCP (set TCP_NODELAY
+    /// on the socket underneath, as [`Server::serve_connection`] does).
+    ///
+    /// # Errors
+    /// Handshake failures and HTTP/2 connection errors.
+    pub async fn serve_stream<S>(&self, stream: S) -> Result<(), Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let limit = self.inner.config.handshake_timeout;
-        let accepted = tokio::time::timeout(limit, accept(tcp, &self.inner.handshake, None))
+        let accepted = tokio::time::timeout(limit, accept(stream, &self.inner.handshake, None))
             .await
             .map_err(|_| Error::Timeout("ts2021 handshake"))??;
         let conn = match accepted {

@@ -85,7 +85,7 @@ async fn three_nodes_join_and_see_each_other() {
     for n in 0..3 {
         let state = Persisted::load_or_create(&dir.0.join(format!("node{n}"))).unwrap();
         node_keys.push(state.node_key.public());
-        let mut config = RunConfig::new(addr.to_string());
+        let mut config = RunConfig::new(addr);
         config.auth_key = Some(secret.clone());
         config.hostinfo.hostname = format!("node{n}");
         config.backoff_min = Duration::from_millis(50);
@@ -197,7 +197,7 @@ async fn node_keys_are_renewed_before_expiry() {
         let state_dir = dir.0.join(format!("node{n}"));
         let state = Persisted::load_or_create(&state_dir).unwrap();
         first_keys.push(*state.node_key.public().as_bytes());
-        let mut config = RunConfig::new(addr.to_string());
+        let mut config = RunConfig::new(addr);
         config.auth_key = Some(secret);
         config.hostinfo.hostname = format!("node{n}");
         config.backoff_min = Duration::from_millis(50);
@@ -289,7 +289,7 @@ async fn changed_endpoints_reach_the_peer_without_reconnecting() {
     let mut clients = Vec::new();
     for n in 0..2 {
         let state = Persisted::load_or_create(&dir.0.join(format!("node{n}"))).unwrap();
-        let mut config = RunConfig::new(addr.to_string());
+        let mut config = RunConfig::new(addr);
         config.auth_key = Some(secret.clone());
         config.hostinfo.hostname = format!("node{n}");
         config.backoff_min = Duration::from_millis(50);
