@@ -686,11 +686,14 @@ impl Store for SqliteStore {
     }
 
     fn delete_expired_ephemeral(&self, now: SystemTime, idle: Duration) -> Result<Vec<NodeId>> {
-        let cutoff = to_unix(now).saturating_sub(i64::try_from(idle.as_secs()).unwrap_or(i64::MAX));
+        // Times are whole seconds: rounding the idle time up and comparing strictly means a
+        // node goes only after at least `idle` has really passed, never one just registered.
+        let idle_secs = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+        let cutoff = to_unix(now).saturating_sub(i64::try_from(idle_secs).unwrap_or(i64::MAX));
         self.write(|tx| {
             let mut q = tx.prepare(
                 "DELETE FROM nodes WHERE ephemeral = 1 AND online = 0
-                   AND COALESCE(last_seen, created) <= ?1
+                   AND COALESCE(last_seen, created) < ?1
                  RETURNING id",
             )?;
             let mut ids = q
