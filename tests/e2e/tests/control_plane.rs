@@ -9,28 +9,61 @@ use meshgate_control::client::{RunConfig, run};
 use meshgate_control::state::Persisted;
 use meshgate_coordinator::{Config, Server};
 use meshgate_coordinator_store::{NewAuthKey, SqliteStore, Store};
+use meshgate_e2e::TempDir;
 use meshgate_wg::InterfaceConfig;
 use tokio::sync::watch;
 
-struct Dir(std::path::PathBuf);
+fn temp_dir() -> TempDir {
+    TempDir::new("control-plane")
+}
 
-impl Drop for Dir {
+/// A coordinator on loopback with its SQLite store in `dir`, served until the handle drops.
+struct Coordinator {
+    store: Arc<SqliteStore>,
+    server: Server,
+    addr: std::net::SocketAddr,
+    serving: tokio::task::JoinHandle<Result<(), meshgate_coordinator::Error>>,
+}
+
+impl Drop for Coordinator {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.serving.abort();
     }
 }
 
-fn temp_dir() -> Dir {
-    let dir = std::env::temp_dir().join(format!(
-        "meshgate-control-plane-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    Dir(dir)
+async fn start_coordinator(dir: &TempDir, configure: impl FnOnce(&mut Config)) -> Coordinator {
+    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
+    let mut config = Config::new(dir.0.join("control"));
+    configure(&mut config);
+    let server = Server::new(store.clone(), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await })
+    };
+    Coordinator {
+        store,
+        server,
+        addr,
+        serving,
+    }
+}
+
+fn auth_key(store: &dyn Store, user: &str, reusable: bool) -> String {
+    let now = SystemTime::now();
+    let user = store.create_user(user, now).unwrap();
+    store
+        .create_auth_key(&NewAuthKey {
+            user: user.id,
+            reusable,
+            ephemeral: false,
+            tags: Vec::new(),
+            expires: None,
+            now,
+        })
+        .unwrap()
+        .secret
 }
 
 /// Waits until every node's configuration satisfies `check`, or fails after 10 s.
@@ -56,28 +89,9 @@ async fn wait_all(
 #[tokio::test]
 async fn three_nodes_join_and_see_each_other() {
     let dir = temp_dir();
-    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
-    let server = Server::new(store.clone(), Config::new(dir.0.join("control"))).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = {
-        let server = server.clone();
-        tokio::spawn(async move { server.serve(listener).await })
-    };
-
-    let now = SystemTime::now();
-    let user = store.create_user("alice@example.com", now).unwrap();
-    let secret = store
-        .create_auth_key(&NewAuthKey {
-            user: user.id,
-            reusable: true,
-            ephemeral: false,
-            tags: Vec::new(),
-            expires: None,
-            now,
-        })
-        .unwrap()
-        .secret;
+    let coordinator = start_coordinator(&dir, |_| {}).await;
+    let (store, server, addr) = (&coordinator.store, &coordinator.server, coordinator.addr);
+    let secret = auth_key(&**store, "alice@example.com", true);
 
     let mut receivers = Vec::new();
     let mut clients = Vec::new();
@@ -157,7 +171,6 @@ async fn three_nodes_join_and_see_each_other() {
     for client in clients {
         client.abort();
     }
-    serving.abort();
 }
 
 /// Node keys with a 10 s lifetime: every node renews its key (`OldNodeKey` rotation, no auth
@@ -166,16 +179,11 @@ async fn three_nodes_join_and_see_each_other() {
 #[tokio::test]
 async fn node_keys_are_renewed_before_expiry() {
     let dir = temp_dir();
-    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
-    let mut config = Config::new(dir.0.join("control"));
-    config.node_key_lifetime = Some(Duration::from_secs(10));
-    let server = Server::new(store.clone(), config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = {
-        let server = server.clone();
-        tokio::spawn(async move { server.serve(listener).await })
-    };
+    let coordinator = start_coordinator(&dir, |config| {
+        config.node_key_lifetime = Some(Duration::from_secs(10));
+    })
+    .await;
+    let (store, addr) = (&coordinator.store, coordinator.addr);
     let now = SystemTime::now();
     let user = store.create_user("bob@example.com", now).unwrap();
     // A one-off key per node: renewal must not need it again.
@@ -253,7 +261,6 @@ async fn node_keys_are_renewed_before_expiry() {
     for client in clients {
         client.abort();
     }
-    serving.abort();
 }
 
 /// A node's endpoints change while its stream runs: the client sends a lite map request
@@ -261,27 +268,9 @@ async fn node_keys_are_renewed_before_expiry() {
 #[tokio::test]
 async fn changed_endpoints_reach_the_peer_without_reconnecting() {
     let dir = temp_dir();
-    let store = Arc::new(SqliteStore::open(dir.0.join("coordinator.db")).unwrap());
-    let server = Server::new(store.clone(), Config::new(dir.0.join("control"))).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = {
-        let server = server.clone();
-        tokio::spawn(async move { server.serve(listener).await })
-    };
-    let now = SystemTime::now();
-    let user = store.create_user("carol@example.com", now).unwrap();
-    let secret = store
-        .create_auth_key(&NewAuthKey {
-            user: user.id,
-            reusable: true,
-            ephemeral: false,
-            tags: Vec::new(),
-            expires: None,
-            now,
-        })
-        .unwrap()
-        .secret;
+    let coordinator = start_coordinator(&dir, |_| {}).await;
+    let addr = coordinator.addr;
+    let secret = auth_key(&*coordinator.store, "carol@example.com", true);
     let first: std::net::SocketAddr = "192.0.2.1:41641".parse().unwrap();
     let moved: std::net::SocketAddr = "198.51.100.7:41641".parse().unwrap();
     let (endpoints_tx, endpoints_rx) = watch::channel(vec![first]);
@@ -322,5 +311,4 @@ async fn changed_endpoints_reach_the_peer_without_reconnecting() {
     for client in clients {
         client.abort();
     }
-    serving.abort();
 }

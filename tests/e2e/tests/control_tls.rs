@@ -4,39 +4,22 @@
 //! each other; a client without the CA fails with a certificate error; a key that does not
 //! match the certificate stops `serve` with a clear message. Needs no namespaces or root.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use meshgate_control::client::{RunConfig, fetch_control_key, run};
 use meshgate_control::endpoint::ControlServer;
 use meshgate_control::state::Persisted;
-use meshgate_e2e::meshgate_bin;
+use meshgate_e2e::{TempDir, meshgate_bin};
 use meshgate_wg::InterfaceConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use tokio::sync::watch;
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir() -> Dir {
-    let dir = std::env::temp_dir().join(format!(
-        "meshgate-control-tls-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    Dir(dir)
+fn temp_dir() -> TempDir {
+    TempDir::new("control-tls")
 }
 
 /// Kills the child on drop.
