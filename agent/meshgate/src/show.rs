@@ -87,11 +87,7 @@ impl InterfaceView {
                         endpoint: peer.endpoint.map(|e| e.to_string()),
                         allowed_ips: peer.allowed_ips.iter().map(ToString::to_string).collect(),
                         persistent_keepalive: peer.persistent_keepalive,
-                        last_handshake: stats.last_handshake.and_then(|t| {
-                            t.duration_since(SystemTime::UNIX_EPOCH)
-                                .ok()
-                                .map(|d| d.as_secs())
-                        }),
+                        last_handshake: unix_seconds(stats.last_handshake),
                         rx_bytes: stats.rx_bytes,
                         tx_bytes: stats.tx_bytes,
                     }
@@ -164,4 +160,10 @@ impl InterfaceView {
         }
         out
     }
+}
+
+/// Seconds since the Unix epoch, as `wg show dump` and the JSON outputs give times.
+pub fn unix_seconds(time: Option<SystemTime>) -> Option<u64> {
+    time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
 }
