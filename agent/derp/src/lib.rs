@@ -1,0 +1,1 @@
+//! DERP relay protocol: frames, handshake and the tokio client

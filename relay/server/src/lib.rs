@@ -1,0 +1,1 @@
+//! The DERP relay server (meshgate derp): HTTP upgrade, frame routing, queues, STUN
