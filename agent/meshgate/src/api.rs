@@ -32,8 +32,9 @@ pub struct Status {
     #[serde(default)]
     pub state: String,
     /// The last fatal control error (refused auth key, …), cleared by a successful `up`.
+    /// Not `error`: that key marks a refused request in the socket protocol.
     #[serde(default)]
-    pub error: Option<String>,
+    pub control_error: Option<String>,
     #[serde(rename = "self")]
     pub self_node: SelfStatus,
     pub peers: Vec<PeerStatus>,
@@ -73,6 +74,7 @@ pub struct UpRequest {
     pub auth_key: Option<String>,
     pub hostname: Option<String>,
     pub advertise_routes: Option<Vec<String>>,
+    pub advertise_exit_node: Option<bool>,
     pub accept_routes: Option<bool>,
 }
 
@@ -279,6 +281,7 @@ pub async fn up(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
         advertise_routes: args
             .advertise_routes
             .map(|routes| routes.iter().flatten().map(ToString::to_string).collect()),
+        advertise_exit_node: args.advertise_exit_node,
         accept_routes: args.accept_routes,
     };
     let json = serde_json::to_string(&request)?;
@@ -337,7 +340,7 @@ fn render(status: &Status, now: SystemTime) -> String {
     if !status.state.is_empty() && status.state != "config" {
         let _ = writeln!(out, "state: {}", status.state);
     }
-    if let Some(error) = &status.error {
+    if let Some(error) = &status.control_error {
         let _ = writeln!(out, "control error: {error}");
     }
     let _ = writeln!(
@@ -400,7 +403,7 @@ mod tests {
             mode: "control".into(),
             login_server: Some("203.0.113.1:8080".into()),
             state: "up".into(),
-            error: None,
+            control_error: None,
             self_node: SelfStatus {
                 public_key: Some("k".into()),
                 addresses: vec!["100.64.0.1".into(), "fd7a:115c:a1e0::1".into()],
@@ -442,8 +445,10 @@ mod tests {
             while let Some(request) = rx.recv().await {
                 match request {
                     Request::Status(reply) => {
+                        // A daemon whose session failed still answers status.
                         let _ = reply.send(Status {
                             interface: "mgtest".into(),
+                            control_error: Some("auth key refused".into()),
                             ..Status::default()
                         });
                     }
@@ -458,6 +463,7 @@ mod tests {
         });
         let status = fetch_status(&path).await.unwrap();
         assert_eq!(status.interface, "mgtest");
+        assert_eq!(status.control_error.as_deref(), Some("auth key refused"));
         let up = exchange(
             &path,
             r#"up {"login_server":"h:1"}"#,

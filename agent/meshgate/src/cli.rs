@@ -107,6 +107,9 @@ pub struct DaemonArgs {
         conflicts_with = "config"
     )]
     pub advertise_routes: Vec<ipnet::IpNet>,
+    /// Offer this node as an exit node (0.0.0.0/0 and ::/0; served once approved).
+    #[arg(long, conflicts_with = "config")]
+    pub advertise_exit_node: bool,
     /// Route the subnets other nodes advertise (once approved on the coordinator).
     #[arg(long, conflicts_with = "config")]
     pub accept_routes: bool,
@@ -178,6 +181,9 @@ pub struct UpArgs {
     /// Subnets behind this node to offer the tailnet, comma-separated ("" for none).
     #[arg(long, value_delimiter = ',', value_name = "CIDR,...", value_parser = parse_route)]
     pub advertise_routes: Option<Vec<Option<ipnet::IpNet>>>,
+    /// Offer this node as an exit node (`--advertise-exit-node=false` to stop).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub advertise_exit_node: Option<bool>,
     /// Route the subnets other nodes advertise (`--accept-routes=false` to stop).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub accept_routes: Option<bool>,

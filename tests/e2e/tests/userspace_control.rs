@@ -1,5 +1,5 @@
 //! The control plane through the binary, on wireguard-go in the namespace lab: one coordinator,
-//! three agents that join it and ping each other by tailnet IP.
+//! three agents that join it and ping each other by tailnet IP; a policy edit reaches them all.
 
 use meshgate_e2e::control_lab;
 use meshgate_wg::BackendChoice::Userspace;
@@ -12,4 +12,9 @@ fn userspace_three_agents_join_and_ping() {
 #[test]
 fn userspace_config_mode_status() {
     control_lab::config_mode_status(Userspace);
+}
+
+#[test]
+fn userspace_policy_edit_reaches_every_agent() {
+    meshgate_e2e::policy_lab::policy_edit_reaches_every_agent(Userspace);
 }

@@ -18,6 +18,7 @@ use crate::api::{self, Outcome, Request, UpRequest};
 use crate::cli::DaemonArgs;
 
 use super::endpoints::{local_endpoints, system_hostname};
+use super::prefs::{self, Prefs, Wanted};
 use super::{BoxError, Signals, log_result, start_api};
 
 /// Control mode's settings: from the daemon's flags, then changed by `meshgate up`.
@@ -27,18 +28,54 @@ struct Settings {
     auth_key: Option<String>,
     hostname: Option<String>,
     advertise_routes: Vec<IpNet>,
+    advertise_exit_node: bool,
     accept_routes: bool,
 }
 
 impl Settings {
-    fn from_args(args: &DaemonArgs) -> Settings {
-        Settings {
+    fn from_args(args: &DaemonArgs) -> Result<Settings, String> {
+        let routes: Vec<IpNet> = args.advertise_routes.iter().map(IpNet::trunc).collect();
+        check_advertised(&routes)?;
+        Ok(Settings {
             login_server: args.login_server.clone(),
             auth_key: args.auth_key.clone(),
             hostname: args.hostname.clone(),
-            advertise_routes: args.advertise_routes.clone(),
+            advertise_routes: routes,
+            advertise_exit_node: args.advertise_exit_node,
             accept_routes: args.accept_routes,
+        })
+    }
+
+    fn from_prefs(stored: &Prefs, auth_key: Option<String>) -> Settings {
+        Settings {
+            login_server: stored.login_server.clone(),
+            auth_key,
+            hostname: stored.hostname.clone(),
+            advertise_routes: stored.advertise_routes.clone(),
+            advertise_exit_node: stored.advertise_exit_node,
+            accept_routes: stored.accept_routes,
         }
+    }
+
+    /// What is stored (never the auth key).
+    fn prefs(&self, wanted: Wanted) -> Prefs {
+        Prefs {
+            login_server: self.login_server.clone(),
+            hostname: self.hostname.clone(),
+            advertise_routes: self.advertise_routes.clone(),
+            advertise_exit_node: self.advertise_exit_node,
+            accept_routes: self.accept_routes,
+            wanted,
+        }
+    }
+
+    /// Hostinfo.RoutableIPs: the advertised subnets, and both default routes for an exit node.
+    fn routable_ips(&self) -> Vec<IpNet> {
+        let mut ips = self.advertise_routes.clone();
+        if self.advertise_exit_node {
+            ips.extend(exit_routes());
+        }
+        ips
     }
 
     /// These settings with what `up` gave (a field left out keeps its value).
@@ -62,6 +99,10 @@ impl Settings {
                         .map_err(|e| format!("--advertise-routes {r:?}: {e}"))
                 })
                 .collect::<Result<_, _>>()?;
+            check_advertised(&new.advertise_routes)?;
+        }
+        if let Some(exit) = up.advertise_exit_node {
+            new.advertise_exit_node = exit;
         }
         if let Some(accept) = up.accept_routes {
             new.accept_routes = accept;
@@ -72,6 +113,46 @@ impl Settings {
         // A bad URL is refused here, before the running session is touched.
         ControlServer::parse(server, None).map_err(|e| e.to_string())?;
         Ok(new)
+    }
+}
+
+fn exit_routes() -> [IpNet; 2] {
+    [
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(ipnet::Ipv6Net::default()),
+    ]
+}
+
+/// Default routes are offered with --advertise-exit-node, as `tailscale up` insists, so that
+/// the pair is never half advertised.
+fn check_advertised(routes: &[IpNet]) -> Result<(), String> {
+    match routes.iter().find(|r| r.prefix_len() == 0) {
+        Some(default) => Err(format!(
+            "--advertise-routes {default}: a default route is offered with --advertise-exit-node"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The settings and wish to start with: the command line's when it names a login server,
+/// else those `meshgate up` left in the state directory. Whether to run comes from the
+/// state directory either way, so a node taken `down` stays down across restarts.
+fn initial(args: &DaemonArgs) -> Result<(Settings, Wanted), String> {
+    let stored = prefs::load(&args.state_dir)?;
+    let wanted = stored.as_ref().map(|p| p.wanted).unwrap_or_default();
+    let settings = match &stored {
+        Some(stored) if args.login_server.is_none() => {
+            Settings::from_prefs(stored, args.auth_key.clone())
+        }
+        _ => Settings::from_args(args)?,
+    };
+    Ok((settings, wanted))
+}
+
+/// Remembers `settings` and `wanted`; a failure is logged, not fatal: the session itself is fine.
+fn remember(args: &DaemonArgs, settings: &Settings, wanted: Wanted) {
+    if let Err(e) = prefs::save(&args.state_dir, &settings.prefs(wanted)) {
+        tracing::warn!("could not store the preferences (a restart would not know them): {e}");
     }
 }
 
@@ -107,7 +188,7 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     cfg.hostinfo.hostname = settings.hostname.clone().unwrap_or_else(system_hostname);
     cfg.hostinfo.os = "linux".to_owned();
     cfg.hostinfo.ipn_version = env!("CARGO_PKG_VERSION").to_owned();
-    cfg.hostinfo.routable_ips = settings.advertise_routes.clone();
+    cfg.hostinfo.routable_ips = settings.routable_ips();
     cfg.endpoints = local_endpoints(args.port, &args.iface);
     let (endpoints, endpoint_updates) = watch::channel(cfg.endpoints.clone());
     cfg.endpoint_updates = Some(endpoint_updates);
@@ -223,15 +304,27 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         .unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_SOCKET));
     let (mut requests, _guard) = start_api(&socket, true)?;
 
-    let mut settings = Settings::from_args(args);
-    let mut session = match settings.login_server {
-        Some(_) => Some(start_session(args, &settings)?),
-        None => {
+    let (mut settings, wanted) = initial(args)?;
+    let mut session = match (&settings.login_server, wanted) {
+        (Some(_), Wanted::Running) => Some(start_session(args, &settings)?),
+        (_, Wanted::Stopped) => {
+            tracing::info!(socket = %socket.display(), "down since `meshgate down`; waiting for `meshgate up`");
+            None
+        }
+        (_, Wanted::LoggedOut) => {
+            tracing::info!(socket = %socket.display(), "logged out; waiting for `meshgate up --auth-key`");
+            None
+        }
+        (None, Wanted::Running) => {
             tracing::info!(socket = %socket.display(), "waiting for `meshgate up`");
             None
         }
     };
-    let mut state = if session.is_some() { "up" } else { "down" };
+    let mut state = match (&session, wanted) {
+        (Some(_), _) => "up",
+        (None, Wanted::LoggedOut) => "logged-out",
+        (None, _) => "down",
+    };
     let mut last_error: Option<String> = None;
 
     // What the system holds as far as we know (None: unknown, so the next apply is in full),
@@ -292,7 +385,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 Request::Status(reply) => {
                     let mut status = super::status(&engine, &args.iface, "control", settings.login_server.as_deref()).await;
                     status.state = state.to_owned();
-                    status.error = last_error.clone();
+                    status.control_error = last_error.clone();
                     if let Some(s) = &session {
                         let directory = s.peers.borrow();
                         for peer in &mut status.peers {
@@ -314,6 +407,13 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                             continue;
                         }
                     };
+                    if wanted.auth_key.is_none() && !Persisted::has_node_key(&args.state_dir) {
+                        let _ = reply.send(Err(format!(
+                            "no registered node key in {} (logged out, or never joined): meshgate up --auth-key KEY",
+                            args.state_dir.display()
+                        )));
+                        continue;
+                    }
                     if session.is_some() && wanted == settings {
                         let _ = reply.send(Ok("already up; nothing changed".to_owned()));
                         continue;
@@ -322,6 +422,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     settings = wanted;
                     match start_session(args, &settings) {
                         Ok(started) => {
+                            remember(args, &settings, Wanted::Running);
                             state = "up";
                             last_error = None;
                             tokio::spawn(answer_up(
@@ -348,6 +449,9 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     if state == "up" {
                         state = "down";
                     }
+                    if state != "logged-out" {
+                        remember(args, &settings, Wanted::Stopped);
+                    }
                     let _ = reply.send(Ok(message.to_owned()));
                     new = desired.as_ref().map(without_peers);
                     if new.is_none() {
@@ -367,6 +471,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     state = "logged-out";
                     // A new node key needs an auth key again.
                     settings.auth_key = None;
+                    remember(args, &settings, Wanted::LoggedOut);
                     tokio::spawn(answer_logout(
                         server,
                         args.login_server_ca.clone(),
@@ -415,6 +520,7 @@ mod tests {
             auth_key: None,
             hostname: Some("a".into()),
             advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
+            advertise_exit_node: false,
             accept_routes: true,
         };
         let err = base.with(UpRequest::default()).unwrap_err();
@@ -455,5 +561,55 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn exit_node_is_offered_as_both_default_routes_and_never_through_advertise_routes() {
+        let base = Settings {
+            login_server: Some("h:1".into()),
+            auth_key: None,
+            hostname: None,
+            advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
+            advertise_exit_node: false,
+            accept_routes: false,
+        };
+        assert_eq!(base.routable_ips(), base.advertise_routes);
+        let exit = base
+            .with(UpRequest {
+                advertise_exit_node: Some(true),
+                ..UpRequest::default()
+            })
+            .unwrap();
+        let ips: Vec<String> = exit
+            .routable_ips()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["10.0.0.0/24", "0.0.0.0/0", "::/0"]);
+        let err = base
+            .with(UpRequest {
+                advertise_routes: Some(vec!["0.0.0.0/0".into()]),
+                ..UpRequest::default()
+            })
+            .unwrap_err();
+        assert!(err.contains("--advertise-exit-node"), "{err}");
+    }
+
+    #[test]
+    fn stored_prefs_hold_no_auth_key_and_rebuild_the_settings() {
+        let settings = Settings {
+            login_server: Some("https://c.example".into()),
+            auth_key: Some("secret-auth-key".into()),
+            hostname: Some("gw".into()),
+            advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
+            advertise_exit_node: true,
+            accept_routes: true,
+        };
+        let stored = settings.prefs(Wanted::Stopped);
+        let text = serde_json::to_string(&stored).unwrap();
+        assert!(!text.contains("secret-auth-key"), "{text}");
+        assert_eq!(stored.wanted, Wanted::Stopped);
+        let back = Settings::from_prefs(&stored, Some("secret-auth-key".into()));
+        assert_eq!(back, settings);
     }
 }

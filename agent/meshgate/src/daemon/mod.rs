@@ -29,6 +29,7 @@ type BoxError = Box<dyn std::error::Error>;
 
 mod control;
 mod endpoints;
+mod prefs;
 mod status;
 
 use control::run_control;
