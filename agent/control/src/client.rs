@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshgate_tailcfg::{
-    CAPABILITY_VERSION, COMPRESS_ZSTD, Hostinfo, MachinePrivate, MapFrameDecoder, MapRequest,
-    MapResponse, NodePrivate, OverTlsPublicKeyResponse, RegisterAuth, RegisterRequest,
-    RegisterResponse, Time,
+    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, Hostinfo, MachinePrivate, MapFrameDecoder,
+    MapRequest, MapResponse, NetInfo, NodePrivate, OverTlsPublicKeyResponse, RegisterAuth,
+    RegisterRequest, RegisterResponse, Time,
 };
 use meshgate_wg::InterfaceConfig;
 use rand_core::RngCore;
@@ -521,6 +521,11 @@ pub struct RunConfig {
     /// Later endpoint lists (the daemon re-reads its addresses): a change is sent at once as a
     /// lite map request and replaces `endpoints` for later streams. `None`: fixed endpoints.
     pub endpoint_updates: Option<watch::Receiver<Vec<SocketAddr>>>,
+    /// The latest netcheck result (home DERP region, latencies): sent in Hostinfo, a change
+    /// at once as a lite map request. `None`: none to send.
+    pub net_info_updates: Option<watch::Receiver<Option<NetInfo>>>,
+    /// Where to publish the DERP map control sends (the relay needs it).
+    pub derp_map_out: Option<watch::Sender<Option<DerpMap>>>,
     pub wg: WgOptions,
     /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
     /// random jitter.
@@ -536,6 +541,8 @@ impl RunConfig {
             hostinfo: Hostinfo::default(),
             endpoints: Vec::new(),
             endpoint_updates: None,
+            net_info_updates: None,
+            derp_map_out: None,
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -654,8 +661,13 @@ async fn session(
                 endpoints.clone_from(&latest);
             }
         }
+        let mut net_infos = cfg.net_info_updates.clone();
+        let mut hostinfo = cfg.hostinfo.clone();
+        if let Some(rx) = &mut net_infos {
+            hostinfo.net_info = rx.borrow_and_update().clone();
+        }
         let mut stream = client
-            .map_stream(&state.node_key, cfg.hostinfo.clone(), &endpoints)
+            .map_stream(&state.node_key, hostinfo.clone(), &endpoints)
             .await?;
         // When the self node's key expiry calls for renewal (see `renewal_time`).
         let mut renew_at: Option<tokio::time::Instant> = None;
@@ -672,8 +684,29 @@ async fn session(
                     None => std::future::pending().await,
                 }
             };
+            let net_info_change = async {
+                match &mut net_infos {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             let msg = tokio::select! {
                 msg = timeout(MAP_WATCHDOG, stream.next()) => msg,
+                open = net_info_change => {
+                    let Some(rx) = net_infos.as_mut().filter(|_| open) else {
+                        net_infos = None;
+                        continue;
+                    };
+                    let latest = rx.borrow_and_update().clone();
+                    if latest != hostinfo.net_info {
+                        tracing::info!(preferred_derp = latest.as_ref().map(|n| n.preferred_derp), "network conditions changed; telling control");
+                        hostinfo.net_info = latest;
+                        client
+                            .lite_update(&state.node_key, hostinfo.clone(), &endpoints)
+                            .await?;
+                    }
+                    continue;
+                }
                 () = renewal => return Err(ClientError::KeyRenewalDue { expired: false }),
                 open = endpoint_change => {
                     let Some(rx) = updates.as_mut().filter(|_| open) else {
@@ -684,7 +717,7 @@ async fn session(
                     if latest != endpoints {
                         tracing::info!(endpoints = ?latest, "endpoints changed; telling control");
                         client
-                            .lite_update(&state.node_key, cfg.hostinfo.clone(), &latest)
+                            .lite_update(&state.node_key, hostinfo.clone(), &latest)
                             .await?;
                         endpoints = latest;
                     }
@@ -705,6 +738,15 @@ async fn session(
                     let wait = millis(&at).saturating_sub(millis(&Time::now())).max(0);
                     tokio::time::Instant::now() + Duration::from_millis(wait as u64)
                 });
+            if let Some(derp_maps) = &cfg.derp_map_out {
+                derp_maps.send_if_modified(|current| {
+                    let changed = *current != netmap.derp_map;
+                    if changed {
+                        current.clone_from(&netmap.derp_map);
+                    }
+                    changed
+                });
+            }
             let directory = netmap.peer_directory();
             peers.send_if_modified(|current| {
                 if *current == directory {

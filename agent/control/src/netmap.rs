@@ -44,6 +44,10 @@ pub struct PeerInfo {
     pub tailnet_ips: Vec<std::net::IpAddr>,
     /// `Online` as control last said; `None`: never said.
     pub online: Option<bool>,
+    /// Its direct endpoints, in control's order.
+    pub endpoints: Vec<std::net::SocketAddr>,
+    /// The DERP region it is connected to (`HomeDERP`, or the legacy `DERP` form).
+    pub home_derp: Option<u16>,
 }
 
 /// Peers by WireGuard public key (raw 32 bytes), as published next to the WireGuard
@@ -191,6 +195,8 @@ impl NetMap {
                         name: p.name.trim_end_matches('.').to_owned(),
                         tailnet_ips: p.addresses.iter().map(ipnet::IpNet::addr).collect(),
                         online: p.online,
+                        endpoints: p.endpoints.clone(),
+                        home_derp: p.home_derp_region().and_then(|r| u16::try_from(r).ok()),
                     },
                 )
             })

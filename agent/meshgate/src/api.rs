@@ -38,6 +38,25 @@ pub struct Status {
     #[serde(rename = "self")]
     pub self_node: SelfStatus,
     pub peers: Vec<PeerStatus>,
+    /// DERP relays (control mode, once control sent a DERP map).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derp: Option<DerpStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DerpStatus {
+    /// Our home region (the one peers reach us through), when netcheck found one.
+    pub home: Option<u16>,
+    pub regions: Vec<DerpRegionStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DerpRegionStatus {
+    pub id: u16,
+    pub code: String,
+    pub connected: bool,
+    /// The last connection error while not connected.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -61,6 +80,14 @@ pub struct PeerStatus {
     pub tailnet_ips: Vec<String>,
     pub allowed_ips: Vec<String>,
     pub endpoint: Option<String>,
+    /// Control mode: `direct` (endpoint is the peer's address), `relay` (endpoint is our
+    /// loopback bridge into DERP region `relay_region`) or `unreachable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_region: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_region_code: Option<String>,
     /// Seconds since the Unix epoch.
     pub latest_handshake: Option<u64>,
     pub rx_bytes: u64,
@@ -350,6 +377,22 @@ fn render(status: &Status, now: SystemTime) -> String {
         status.self_node.public_key.as_deref().unwrap_or("-"),
         status.self_node.listen_port
     );
+    if let Some(derp) = &status.derp {
+        let regions: Vec<String> = derp
+            .regions
+            .iter()
+            .map(|r| {
+                let state = match (&r.error, r.connected) {
+                    (_, true) => "connected".to_owned(),
+                    (Some(e), false) => format!("down: {e}"),
+                    (None, false) => "connecting".to_owned(),
+                };
+                format!("{} ({}) {state}", r.id, r.code)
+            })
+            .collect();
+        let home = derp.home.map_or("none".to_owned(), |h| h.to_string());
+        let _ = writeln!(out, "derp: home {home}; {}", or_dash(&regions.join(", ")));
+    }
     if status.peers.is_empty() {
         let _ = writeln!(out, "no peers");
     }
@@ -370,11 +413,22 @@ fn render(status: &Status, now: SystemTime) -> String {
             or_dash(&peer.tailnet_ips.join(",")),
             peer.name.as_deref().unwrap_or("-"),
             peer.public_key,
-            peer.endpoint.as_deref().unwrap_or("-"),
+            shown_path(peer),
             handshake
         );
     }
     out
+}
+
+/// The endpoint column: the direct address, or the relay region for a relayed peer.
+fn shown_path(peer: &PeerStatus) -> String {
+    match (peer.path.as_deref(), peer.relay_region) {
+        (Some("relay"), Some(region)) => match peer.relay_region_code.as_deref() {
+            Some(code) if !code.is_empty() => format!("relay {region} ({code})"),
+            _ => format!("relay {region}"),
+        },
+        _ => or_dash(peer.endpoint.as_deref().unwrap_or_default()).to_owned(),
+    }
 }
 
 fn or_dash(s: &str) -> &str {
@@ -409,13 +463,32 @@ mod tests {
                 addresses: vec!["100.64.0.1".into(), "fd7a:115c:a1e0::1".into()],
                 listen_port: 41641,
             },
-            peers: vec![PeerStatus {
-                public_key: "p".into(),
-                name: Some("n2.tailnet.example".into()),
-                tailnet_ips: vec!["100.64.0.2".into()],
-                latest_handshake: Some(100),
-                ..PeerStatus::default()
-            }],
+            peers: vec![
+                PeerStatus {
+                    public_key: "p".into(),
+                    name: Some("n2.tailnet.example".into()),
+                    tailnet_ips: vec!["100.64.0.2".into()],
+                    latest_handshake: Some(100),
+                    ..PeerStatus::default()
+                },
+                PeerStatus {
+                    public_key: "q".into(),
+                    endpoint: Some("127.0.0.1:40000".into()),
+                    path: Some("relay".into()),
+                    relay_region: Some(900),
+                    relay_region_code: Some("lab".into()),
+                    ..PeerStatus::default()
+                },
+            ],
+            derp: Some(DerpStatus {
+                home: Some(900),
+                regions: vec![DerpRegionStatus {
+                    id: 900,
+                    code: "lab".into(),
+                    connected: true,
+                    error: None,
+                }],
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["self"]["addresses"][0], "100.64.0.1");
@@ -426,6 +499,11 @@ mod tests {
         assert!(text.contains("via 203.0.113.1:8080"), "{text}");
         assert!(text.contains("n2.tailnet.example"), "{text}");
         assert!(text.contains("state: up"), "{text}");
+        assert!(text.contains("relay 900 (lab)"), "{text}");
+        assert!(
+            text.contains("derp: home 900; 900 (lab) connected"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -48,6 +48,44 @@ pub enum Command {
     /// The coordination server and its administration (on the store's file directly).
     #[command(subcommand)]
     Coordinator(CoordinatorCommand),
+    /// Run a DERP relay (Tailscale's protocol) and its STUN server.
+    Derp(DerpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("transport").required(true).args(["cert", "self_signed", "plain_http"])))]
+pub struct DerpArgs {
+    /// Address for the relay's HTTPS (or, with --plain-http, HTTP) listener.
+    #[arg(long, default_value = "0.0.0.0:443")]
+    pub listen: SocketAddr,
+    /// UDP port of the STUN server, on the --listen address (0: no STUN server).
+    #[arg(long, default_value_t = 3478)]
+    pub stun_port: u16,
+    /// TLS certificate chain (PEM, leaf first); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); needs --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// A self-signed certificate for --hostname; clients pin it with the printed
+    /// `CertName` (sha256-raw:...) in the DERP map.
+    #[arg(long)]
+    pub self_signed: bool,
+    /// Plain HTTP, no TLS (tests, or behind a TLS terminator).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Names for the self-signed certificate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "localhost")]
+    pub hostname: Vec<String>,
+    /// Where the relay's key (`derp.key`, its identity for clients) lives.
+    #[arg(long, default_value = "/var/lib/meshgate")]
+    pub state_dir: PathBuf,
+    /// Per-client receive rate limit in bytes per second (default: none).
+    #[arg(long, value_name = "BYTES")]
+    pub rate_limit: Option<u64>,
+    /// Burst for --rate-limit in bytes (at least one packet, 64 KiB).
+    #[arg(long, value_name = "BYTES", requires = "rate_limit")]
+    pub rate_burst: Option<u64>,
 }
 
 /// Where the daemon's local API listens.
@@ -224,7 +262,7 @@ pub struct IpArgs {
 #[derive(Debug, Subcommand)]
 pub enum CoordinatorCommand {
     /// Run the coordination server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Pre-auth keys.
     #[command(subcommand)]
     Authkey(AuthkeyCommand),
@@ -257,9 +295,38 @@ pub struct ServeArgs {
     /// Tailnet policy (HuJSON); default: allow all. SIGHUP re-reads it.
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// DERP map as JSON (tailcfg's DERPMap); default: empty.
-    #[arg(long)]
+    /// DERP map as JSON (tailcfg's DERPMap); default: --derp-server's one region, else none.
+    #[arg(long, conflicts_with = "derp_server")]
     pub derp_map: Option<PathBuf>,
+    /// A `meshgate derp` relay to offer as the tailnet's one DERP region (900 "meshgate"):
+    /// https://HOST[:PORT] or http://HOST[:PORT] (plain, for labs).
+    #[arg(long, value_name = "URL")]
+    pub derp_server: Option<String>,
+    /// The relay's certificate name, or `sha256-raw:<hex>` to pin a self-signed one (as
+    /// `meshgate derp --self-signed` prints).
+    #[arg(long, value_name = "NAME", requires = "derp_server")]
+    pub derp_cert_name: Option<String>,
+    /// The relay's STUN port (-1: none).
+    #[arg(
+        long,
+        default_value_t = 3478,
+        allow_negative_numbers = true,
+        requires = "derp_server"
+    )]
+    pub derp_stun_port: i32,
+    /// Admin API unix socket; default: admin.sock next to the database.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Also serve the admin API on this TCP address (loopback only unless --admin-listen-any).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Allow a non-loopback --admin-listen address.
+    #[arg(long, requires = "admin_listen")]
+    pub admin_listen_any: bool,
+    /// The admin API's bearer token file; default: admin.token next to the database
+    /// (created 0600).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// How often to look for changes other processes made to the database (`routes approve`).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub poll_every: Duration,
@@ -287,6 +354,20 @@ pub enum AuthkeyCommand {
         #[arg(long, value_parser = parse_long_duration)]
         expiry: Option<Duration>,
     },
+    /// List the pre-auth keys (never their secrets).
+    List {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pre-auth key (nodes that joined with it stay).
+    Revoke {
+        #[arg(long)]
+        db: PathBuf,
+        /// The key's id, as `authkey list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +378,20 @@ pub enum NodesCommand {
         db: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Delete a node: it disappears from every peer.
+    Delete {
+        #[arg(long)]
+        db: PathBuf,
+        /// Node name (given name or hostname) or numeric id.
+        node: String,
+    },
+    /// Expire a node's key now: peers drop it until it logs in again with an auth key.
+    Expire {
+        #[arg(long)]
+        db: PathBuf,
+        /// Node name (given name or hostname) or numeric id.
+        node: String,
     },
 }
 

@@ -1,11 +1,12 @@
-//! meshgate: one binary for the agent daemon, its command line, the coordinator, and (later)
-//! the DERP server.
+//! meshgate: one binary for the agent daemon, its command line, the coordinator and the DERP
+//! relay.
 
 mod api;
 mod cli;
 mod coordinator;
 mod daemon;
 mod demo;
+mod derp;
 mod show;
 mod wg;
 
@@ -26,10 +27,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The relay forwards between many connections at once: one worker per core. Everything
+    // else is light and keeps to one thread.
+    let mut builder = match cli.command {
+        cli::Command::Derp(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("meshgate: cannot start the runtime: {e}");
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             cli::Command::Down(args) => api::down(args).await,
             cli::Command::Logout(args) => api::logout(args).await,
             cli::Command::Coordinator(command) => coordinator::run(command).await,
+            cli::Command::Derp(args) => derp::run(args).await,
         }
     });
     match result {

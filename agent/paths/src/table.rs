@@ -54,8 +54,8 @@ pub struct WgObservation {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
-    /// Sending to `endpoints[index]`; `sending_since` is when we first saw bytes go out
-    /// without a handshake newer than `handshake_before`.
+    /// Sending to `endpoints[index]`; `sending_since` is when we first saw bytes go out (more
+    /// than `tx_before`) without a handshake newer than `handshake_before`.
     Trying {
         index: usize,
         handshake_before: Option<SystemTime>,
@@ -121,7 +121,9 @@ impl PathTable {
                 if seen.last_handshake.is_some() && seen.last_handshake != handshake_before {
                     State::Direct { index }
                 } else {
-                    let tx_before = tx_before.unwrap_or(seen.tx_bytes);
+                    // Without a baseline (a new peer), anything sent counts: there was no
+                    // handshake to show for it.
+                    let tx_before = tx_before.unwrap_or(0);
                     let sending_since =
                         sending_since.or_else(|| (seen.tx_bytes > tx_before).then_some(now));
                     match sending_since {

@@ -26,6 +26,7 @@ pub fn backend_flag(backend: BackendChoice) -> &'static str {
 pub struct TailnetLab {
     // Processes go before the lab that holds their namespaces.
     server: Option<Proc>,
+    relay: Option<Proc>,
     pub agents: Vec<Host>,
     pub coordinator: Host,
     pub switch: Segment,
@@ -78,6 +79,7 @@ impl TailnetLab {
         let ifaces = (0..agents.len()).map(|_| unique_ifname("c")).collect();
         TailnetLab {
             server: None,
+            relay: None,
             agents,
             coordinator,
             switch,
@@ -115,6 +117,41 @@ impl TailnetLab {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.0.join(log)).unwrap());
         self.coordinator.spawn(serve).expect("coordinator")
+    }
+
+    /// Starts `meshgate derp` on the coordinator host (self-signed TLS on port 8443, STUN on
+    /// 3478) and returns the `coordinator serve` flags that offer it as the DERP region.
+    pub fn start_relay(&mut self) -> Vec<String> {
+        use std::io::BufRead as _;
+        let host = self.coordinator.addr_on(&self.switch).unwrap();
+        let mut derp = self.coordinator.command(meshgate_bin());
+        derp.args(["derp", "--self-signed", "--stun-port", "3478"])
+            .arg("--listen")
+            .arg(format!("{host}:8443"))
+            .arg("--hostname")
+            .arg(host.to_string())
+            .arg("--state-dir")
+            .arg(self.dir.0.join("derp"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.dir.0.join("derp.log")).unwrap());
+        let mut relay = self.coordinator.spawn(derp).expect("meshgate derp");
+        let stdout = relay.child_mut().stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the relay's CertName line");
+        let cert_name = line
+            .trim()
+            .strip_prefix("CertName: ")
+            .unwrap_or_else(|| panic!("not a CertName line: {line:?}\n{}", self.logs()))
+            .to_owned();
+        self.relay = Some(relay);
+        vec![
+            "--derp-server".to_owned(),
+            format!("https://{host}:8443"),
+            "--derp-cert-name".to_owned(),
+            cert_name,
+        ]
     }
 
     /// The coordinator's process id (to signal it).
@@ -197,6 +234,15 @@ impl TailnetLab {
     /// Every log file of the run, for failure messages.
     pub fn logs(&self) -> String {
         logs(&self.dir.0)
+    }
+}
+
+impl Drop for TailnetLab {
+    fn drop(&mut self) {
+        // MESHGATE_E2E_LOGS=1 shows every log of a passing run too (with --nocapture).
+        if std::env::var_os("MESHGATE_E2E_LOGS").is_some() {
+            println!("{}", self.logs());
+        }
     }
 }
 

@@ -59,3 +59,10 @@ fn kernel_three_agents_join_and_ping() {
         meshgate_e2e::control_lab::three_agents_join_and_ping(Kernel)
     });
 }
+
+#[test]
+fn kernel_udp_blocked_pair_talks_through_relay() {
+    vm_test!("kernel_udp_blocked_pair_talks_through_relay", || {
+        meshgate_e2e::relay_lab::udp_blocked_pair_talks_through_relay(Kernel)
+    });
+}

@@ -18,3 +18,8 @@ fn userspace_config_mode_status() {
 fn userspace_policy_edit_reaches_every_agent() {
     meshgate_e2e::policy_lab::policy_edit_reaches_every_agent(Userspace);
 }
+
+#[test]
+fn userspace_udp_blocked_pair_talks_through_relay() {
+    meshgate_e2e::relay_lab::udp_blocked_pair_talks_through_relay(Userspace);
+}

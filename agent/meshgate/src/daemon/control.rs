@@ -18,6 +18,7 @@ use crate::api::{self, Outcome, Request, UpRequest};
 use crate::cli::DaemonArgs;
 
 use super::endpoints::{local_endpoints, system_hostname};
+use super::paths::{Steering, Wake};
 use super::prefs::{self, Prefs, Wanted};
 use super::{BoxError, Signals, log_result, start_api};
 
@@ -165,6 +166,9 @@ struct Session {
     ended: watch::Receiver<Option<String>>,
     /// The host's endpoints, re-read at every reconcile; a change goes to control at once.
     endpoints: watch::Sender<Vec<SocketAddr>>,
+    /// Control's latest configuration, before path steering sets the endpoints.
+    raw: Option<InterfaceConfig>,
+    steering: Steering,
 }
 
 impl Drop for Session {
@@ -204,6 +208,21 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         endpoints = ?cfg.endpoints,
         "joining the tailnet"
     );
+    let (derp_map_tx, derp_maps) = watch::channel(None);
+    let (net_info_tx, net_info) = watch::channel(None);
+    cfg.derp_map_out = Some(derp_map_tx);
+    cfg.net_info_updates = Some(net_info);
+    let derp_ca = args.login_server_ca.as_ref().and_then(|path| {
+        std::fs::read(path)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "{}: {e}; DERP servers get only the public roots",
+                    path.display()
+                )
+            })
+            .ok()
+    });
+    let steering = Steering::start(args.port, derp_ca, derp_maps, net_info_tx);
     let (config_tx, configs) = watch::channel(None::<InterfaceConfig>);
     let (peers_tx, peers) = watch::channel(PeerDirectory::new());
     let (ended_tx, ended) = watch::channel(None::<String>);
@@ -218,6 +237,8 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         peers,
         ended,
         endpoints,
+        raw: None,
+        steering,
     })
 }
 
@@ -286,12 +307,39 @@ fn without_peers(config: &InterfaceConfig) -> InterfaceConfig {
     config
 }
 
-/// The session's configuration channel, or never (no session).
-async fn next_config(session: &mut Option<Session>) -> bool {
-    match session {
-        Some(s) => s.configs.changed().await.is_ok(),
-        None => std::future::pending().await,
+/// What the session woke the daemon for.
+enum SessionEvent {
+    /// A new configuration from control (false: the client stopped).
+    Config(bool),
+    /// What control says of the peers changed: route them again.
+    Reroute,
+    /// Path steering has something to do.
+    Steering(Wake),
+    Nothing,
+}
+
+/// The session's next event; never without a session.
+async fn next_session_event(session: &mut Option<Session>) -> SessionEvent {
+    let Some(s) = session else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        // Configurations first: when the client stops, every channel closes at once.
+        biased;
+        changed = s.configs.changed() => SessionEvent::Config(changed.is_ok()),
+        changed = s.peers.changed() => match changed {
+            Ok(()) => SessionEvent::Reroute,
+            Err(_) => SessionEvent::Nothing,
+        },
+        wake = s.steering.wake() => SessionEvent::Steering(wake),
     }
+}
+
+/// Control's configuration with each peer's endpoint set to its path.
+async fn routed(session: &mut Session) -> Option<InterfaceConfig> {
+    let raw = session.raw.as_ref()?;
+    let peers = session.peers.borrow().clone();
+    Some(session.steering.route(raw, &peers).await)
 }
 
 /// Control mode: the control client's watch is the source of desired state; `meshgate
@@ -336,14 +384,32 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
     ticker.tick().await;
     loop {
         // A new desired configuration to apply, if any.
-        let mut new: Option<InterfaceConfig> = None;
+        let new: Option<InterfaceConfig>;
         tokio::select! {
-            open = next_config(&mut session) => {
-                let Some(mut current) = session.take() else { continue };
-                if open {
-                    new = current.configs.borrow_and_update().clone();
-                    session = Some(current);
-                } else {
+            event = next_session_event(&mut session) => match event {
+                SessionEvent::Nothing => continue,
+                SessionEvent::Steering(wake) => {
+                    let Some(current) = session.as_mut() else { continue };
+                    if !current.steering.handle(wake, &engine, &args.iface).await {
+                        continue;
+                    }
+                    new = routed(current).await;
+                    if new.is_none() {
+                        continue;
+                    }
+                }
+                SessionEvent::Config(true) | SessionEvent::Reroute => {
+                    let Some(current) = session.as_mut() else { continue };
+                    if matches!(event, SessionEvent::Config(true)) {
+                        current.raw = current.configs.borrow_and_update().clone();
+                    }
+                    new = routed(current).await;
+                    if new.is_none() {
+                        continue;
+                    }
+                }
+                SessionEvent::Config(false) => {
+                    let Some(mut current) = session.take() else { continue };
                     // The client stopped: only a fatal error ends it. The interface keeps its
                     // last configuration; `up` starts again.
                     let error = match (&mut current.task).await {
@@ -353,11 +419,9 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     tracing::error!("control session ended: {error}; the interface keeps its last configuration (meshgate up to retry)");
                     last_error = Some(error);
                     state = "down";
-                }
-                if new.is_none() {
                     continue;
                 }
-            }
+            },
             _ = ticker.tick() => {
                 if let Some(config) = &desired {
                     let result = engine.apply(config).await;
@@ -387,14 +451,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.state = state.to_owned();
                     status.control_error = last_error.clone();
                     if let Some(s) = &session {
-                        let directory = s.peers.borrow();
-                        for peer in &mut status.peers {
-                            let Ok(key) = peer.public_key.parse::<meshgate_wg::PublicKey>() else { continue };
-                            if let Some(info) = directory.get(key.as_bytes()) {
-                                peer.name = (!info.name.is_empty()).then(|| info.name.clone());
-                                peer.online = info.online;
-                            }
-                        }
+                        super::status::add_session(&mut status, &s.peers.borrow(), &s.steering);
                     }
                     let _ = reply.send(status);
                     continue;
@@ -496,6 +553,9 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
             Ok(report) => {
                 tracing::info!(interface = %new.name, "applied: {report}");
                 applied = Some(new.clone());
+                if let Some(s) = &mut session {
+                    s.steering.applied().await;
+                }
             }
             Err(e) => {
                 tracing::error!(interface = %new.name, "apply failed (retried at the next reconcile): {e}");

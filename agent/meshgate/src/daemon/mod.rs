@@ -29,6 +29,7 @@ type BoxError = Box<dyn std::error::Error>;
 
 mod control;
 mod endpoints;
+mod paths;
 mod prefs;
 mod status;
 

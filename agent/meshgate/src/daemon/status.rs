@@ -2,7 +2,10 @@
 
 use meshgate_wg::Engine;
 
-use crate::api::{PeerStatus, SelfStatus, Status};
+use meshgate_control::netmap::PeerDirectory;
+
+use super::paths::{Shown, Steering};
+use crate::api::{DerpRegionStatus, DerpStatus, PeerStatus, SelfStatus, Status};
 
 /// What `meshgate status` shows: the interface as the system has it.
 pub(super) async fn status(
@@ -57,6 +60,9 @@ pub(super) async fn status(
                     .collect(),
                 allowed_ips: peer.allowed_ips.iter().map(ToString::to_string).collect(),
                 endpoint: peer.endpoint.map(|e| e.to_string()),
+                path: None,
+                relay_region: None,
+                relay_region_code: None,
                 latest_handshake: crate::show::unix_seconds(stats.last_handshake),
                 rx_bytes: stats.rx_bytes,
                 tx_bytes: stats.tx_bytes,
@@ -64,4 +70,43 @@ pub(super) async fn status(
         })
         .collect();
     status
+}
+
+/// What the control session knows of each peer (name, online, path) and of DERP.
+pub(super) fn add_session(status: &mut Status, directory: &PeerDirectory, steering: &Steering) {
+    for peer in &mut status.peers {
+        let Ok(key) = peer.public_key.parse::<meshgate_wg::PublicKey>() else {
+            continue;
+        };
+        if let Some(info) = directory.get(key.as_bytes()) {
+            peer.name = (!info.name.is_empty()).then(|| info.name.clone());
+            peer.online = info.online;
+        }
+        match steering.shown(key.as_bytes()) {
+            Some(Shown::Direct(_)) => peer.path = Some("direct".to_owned()),
+            Some(Shown::Relay { region, code }) => {
+                peer.path = Some("relay".to_owned());
+                peer.relay_region = Some(region);
+                peer.relay_region_code = Some(code);
+            }
+            Some(Shown::Unreachable) => peer.path = Some("unreachable".to_owned()),
+            None => {}
+        }
+    }
+    let derp = steering.derp();
+    if derp.home.is_some() || !derp.regions.is_empty() {
+        status.derp = Some(DerpStatus {
+            home: derp.home,
+            regions: derp
+                .regions
+                .into_iter()
+                .map(|(id, code, connected, error)| DerpRegionStatus {
+                    id,
+                    code,
+                    connected,
+                    error,
+                })
+                .collect(),
+        });
+    }
 }

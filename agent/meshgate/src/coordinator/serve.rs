@@ -1,66 +1,26 @@
-//! `meshgate coordinator ...`: the coordination server (`serve`) and its administration
-//! (`authkey create`, `nodes list`, `routes list|approve`), which work on the SQLite file
-//! directly — WAL lets them run while the server does. The server notices changes made by
-//! other processes by polling SQLite's `PRAGMA data_version` every `--poll-every` (1 s) on a
-//! connection of its own, and then calls `Server::notify()`, so an approval reaches every map
-//! stream within about a second.
-//!
-//! With `--tls-cert` and `--tls-key`, `serve` speaks HTTPS: a tokio-rustls acceptor terminates
-//! TLS and the server serves the decrypted stream (`Server::serve_stream`).
+//! `coordinator serve`: the ts2021 listener (plain or TLS), the admin API, SIGHUP policy
+//! reload, and the data_version poll that notices changes other processes commit.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ipnet::IpNet;
 use meshgate_coordinator::{Config, Server};
-use meshgate_coordinator_store::{NewAuthKey, Node, SqliteStore, Store};
+use meshgate_coordinator_store::Store;
 use meshgate_policy::Policy;
 use meshgate_tailcfg::DerpMap;
-use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{AuthkeyCommand, CoordinatorCommand, NodesCommand, RoutesCommand, ServeArgs};
+use super::admin_api::{self, AdminOptions};
+use super::{BoxError, open};
+use crate::cli::ServeArgs;
 
-type BoxError = Box<dyn std::error::Error>;
-
-pub async fn run(command: CoordinatorCommand) -> Result<(), BoxError> {
-    match command {
-        CoordinatorCommand::Serve(args) => serve(args).await,
-        CoordinatorCommand::Authkey(AuthkeyCommand::Create {
-            db,
-            user,
-            reusable,
-            ephemeral,
-            tags,
-            expiry,
-        }) => {
-            let store = open(&db)?;
-            let now = SystemTime::now();
-            let user = store.create_user(&user, now)?;
-            let created = store.create_auth_key(&NewAuthKey {
-                user: user.id,
-                reusable,
-                ephemeral,
-                tags,
-                expires: expiry.map(|d| now + d),
-                now,
-            })?;
-            println!("{}", created.secret);
-            Ok(())
-        }
-        CoordinatorCommand::Nodes(NodesCommand::List { db, json }) => nodes_list(&db, json),
-        CoordinatorCommand::Routes(RoutesCommand::List { db, json }) => routes_list(&db, json),
-        CoordinatorCommand::Routes(RoutesCommand::Approve { db, node, cidrs }) => {
-            routes_approve(&db, &node, &cidrs)
-        }
-    }
-}
-
-fn open(db: &Path) -> Result<SqliteStore, String> {
-    SqliteStore::open(db).map_err(|e| format!("{}: {e}", db.display()))
+/// The database's directory (`.` for a bare file name): default home of the control key and
+/// the admin API's socket and token.
+fn db_dir(db: &Path) -> PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Reads and parses a policy file; errors name the file, line and column.
@@ -76,13 +36,85 @@ fn load_derp_map(path: &Path) -> Result<DerpMap, String> {
     serde_json::from_str(&text).map_err(|e| format!("DERP map {}: {e}", path.display()))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), BoxError> {
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
-        args.db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    });
+/// Region 900 ("meshgate"), the first ID of the range Tailscale leaves to custom relays.
+const OWN_REGION: i32 = 900;
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty() && !host.contains(['/', ':']) || host.parse::<std::net::Ipv6Addr>().is_ok())
+        .then_some((host, port))
+}
+
+/// A DERP map of one region holding the relay at `url`.
+fn one_region_derp_map(
+    url: &str,
+    cert_name: Option<&str>,
+    stun_port: i32,
+) -> Result<DerpMap, String> {
+    let bad = |why: &str| {
+        format!("--derp-server {url:?}: {why} (want https://HOST[:PORT] or http://HOST[:PORT])")
+    };
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(bad("no scheme"));
+    };
+    let authority = rest.trim_end_matches('/').trim_end_matches("/derp");
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) =
+        split_host_port(authority, default_port).ok_or_else(|| bad("bad host or port"))?;
+    let literal = host.parse::<std::net::IpAddr>().ok();
+    let node = meshgate_tailcfg::DerpNode {
+        name: "900a".to_owned(),
+        region_id: OWN_REGION,
+        host_name: host.to_owned(),
+        cert_name: cert_name.unwrap_or_default().to_owned(),
+        ipv4: literal
+            .filter(|a| a.is_ipv4())
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        ipv6: literal
+            .filter(|a| a.is_ipv6())
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        stun_port,
+        derp_port: i32::from(port),
+        insecure_for_tests: !tls,
+        ..meshgate_tailcfg::DerpNode::default()
+    };
+    let region = meshgate_tailcfg::DerpRegion {
+        region_id: OWN_REGION,
+        region_code: "meshgate".to_owned(),
+        region_name: "meshgate relay".to_owned(),
+        nodes: vec![node],
+        ..meshgate_tailcfg::DerpRegion::default()
+    };
+    Ok(DerpMap {
+        regions: [(OWN_REGION, region)].into_iter().collect(),
+        ..DerpMap::default()
+    })
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| db_dir(&args.db));
     let mut config = Config::new(&state_dir);
     if let Some(path) = &args.policy {
         config.policy = load_policy(path)?;
@@ -90,13 +122,17 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if let Some(path) = &args.derp_map {
         config.derp_map = load_derp_map(path)?;
     }
+    if let Some(url) = &args.derp_server {
+        config.derp_map =
+            one_region_derp_map(url, args.derp_cert_name.as_deref(), args.derp_stun_port)?;
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     let store: Arc<dyn Store> = Arc::new(open(&args.db)?);
-    let server = Server::new(store, config)?;
+    let server = Server::new(store.clone(), config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
@@ -108,6 +144,14 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         "coordinator serving"
     );
     start_change_poll(&args.db, args.poll_every, server.clone())?;
+    let admin_options = AdminOptions::new(
+        &db_dir(&args.db),
+        args.admin_socket.clone(),
+        args.admin_listen,
+        args.admin_listen_any,
+        args.admin_token_file.clone(),
+    );
+    let _admin = admin_api::start(store, &server, &admin_options).await?;
 
     let mut serving = {
         let server = server.clone();
@@ -263,219 +307,41 @@ fn data_version(connection: &rusqlite::Connection) -> rusqlite::Result<i64> {
     connection.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
 }
 
-#[derive(Debug, Serialize)]
-struct NodeView {
-    id: i64,
-    name: String,
-    hostname: String,
-    user: String,
-    addresses: Vec<IpAddr>,
-    tags: Vec<String>,
-    online: bool,
-    /// Seconds since the Unix epoch.
-    last_seen: Option<u64>,
-    key_expiry: Option<u64>,
-    expired: bool,
-    ephemeral: bool,
-    endpoints: Vec<String>,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn nodes_list(db: &Path, json: bool) -> Result<(), BoxError> {
-    let store = open(db)?;
-    let users: BTreeMap<i64, String> = store
-        .list_users()?
-        .into_iter()
-        .map(|u| (u.id, u.name))
-        .collect();
-    let now = SystemTime::now();
-    let views: Vec<NodeView> = store
-        .list_nodes()?
-        .into_iter()
-        .map(|n| NodeView {
-            id: n.id,
-            name: n.given_name.clone(),
-            hostname: n.hostname.clone(),
-            user: users.get(&n.user).cloned().unwrap_or_default(),
-            addresses: vec![IpAddr::V4(n.ipv4), IpAddr::V6(n.ipv6)],
-            tags: n.tags.clone(),
-            online: n.online,
-            last_seen: n.last_seen.map(unix),
-            key_expiry: n.key_expiry.map(unix),
-            expired: n.is_expired(now),
-            ephemeral: n.ephemeral,
-            endpoints: n.endpoints.iter().map(ToString::to_string).collect(),
-        })
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
-    println!(
-        "{:<5} {:<20} {:<20} {:<16} {:<40} {:<8} ENDPOINTS",
-        "ID", "NAME", "USER", "IPV4", "IPV6", "ONLINE"
-    );
-    for v in &views {
-        let mut state = if v.online { "yes" } else { "no" }.to_owned();
-        if v.expired {
-            state.push_str(",expired");
-        }
-        println!(
-            "{:<5} {:<20} {:<20} {:<16} {:<40} {:<8} {}",
-            v.id,
-            v.name,
-            v.user,
-            v.addresses[0],
-            v.addresses[1],
-            state,
-            if v.endpoints.is_empty() {
-                "-".to_owned()
-            } else {
-                v.endpoints.join(",")
-            }
-        );
-    }
-    Ok(())
-}
-
-#[derive(Debug, Serialize)]
-struct RoutesView {
-    node: i64,
-    name: String,
-    advertised: Vec<IpNet>,
-    approved: Vec<IpNet>,
-    /// Advertised and approved: what peers get.
-    served: Vec<IpNet>,
-}
-
-fn routes_list(db: &Path, json: bool) -> Result<(), BoxError> {
-    let store = open(db)?;
-    let names: BTreeMap<i64, String> = store
-        .list_nodes()?
-        .into_iter()
-        .map(|n| (n.id, n.given_name))
-        .collect();
-    let views: Vec<RoutesView> = store
-        .list_routes()?
-        .into_iter()
-        .map(|r| RoutesView {
-            node: r.node,
-            name: names.get(&r.node).cloned().unwrap_or_default(),
-            served: r.served(),
-            advertised: r.advertised,
-            approved: r.approved,
-        })
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
-    }
-    let list = |v: &[IpNet]| {
-        if v.is_empty() {
-            "-".to_owned()
-        } else {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-    };
-    println!(
-        "{:<5} {:<20} {:<32} {:<32} SERVED",
-        "ID", "NAME", "ADVERTISED", "APPROVED"
-    );
-    for v in &views {
-        println!(
-            "{:<5} {:<20} {:<32} {:<32} {}",
-            v.node,
-            v.name,
-            list(&v.advertised),
-            list(&v.approved),
-            list(&v.served)
-        );
-    }
-    Ok(())
-}
-
-/// A node by numeric id, given name or hostname (a name two nodes share is refused).
-fn find_node(nodes: &[Node], wanted: &str) -> Result<i64, String> {
-    if let Ok(id) = wanted.parse::<i64>()
-        && nodes.iter().any(|n| n.id == id)
-    {
-        return Ok(id);
-    }
-    let by_given: Vec<&Node> = nodes.iter().filter(|n| n.given_name == wanted).collect();
-    let matches = if by_given.is_empty() {
-        nodes.iter().filter(|n| n.hostname == wanted).collect()
-    } else {
-        by_given
-    };
-    match matches.as_slice() {
-        [node] => Ok(node.id),
-        [] => Err(format!(
-            "no node {wanted:?} (see `meshgate coordinator nodes list`)"
-        )),
-        _ => Err(format!(
-            "{wanted:?} names {} nodes; use the node id",
-            matches.len()
-        )),
-    }
-}
-
-fn parse_prefixes(text: &str) -> Result<Vec<IpNet>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .map_err(|e| format!("{s:?} is not a CIDR prefix: {e}"))
-        })
-        .collect()
-}
-
-fn routes_approve(db: &Path, node: &str, cidrs: &str) -> Result<(), BoxError> {
-    let store = open(db)?;
-    let id = find_node(&store.list_nodes()?, node)?;
-    let prefixes = parse_prefixes(cidrs)?;
-    store.approve_routes(id, &prefixes)?;
-    let routes = store.routes(id)?;
-    let served: Vec<String> = routes.served().iter().map(ToString::to_string).collect();
-    println!(
-        "node {id}: approved {}; served to peers: {} (a running coordinator sends it within its --poll-every)",
-        if prefixes.is_empty() {
-            "nothing".to_owned()
-        } else {
-            prefixes
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        },
-        if served.is_empty() {
-            "none".to_owned()
-        } else {
-            served.join(",")
-        }
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_parse_and_empty_means_none() {
-        assert_eq!(parse_prefixes("").unwrap(), Vec::<IpNet>::new());
+    fn derp_server_urls_become_one_region() {
+        let map = one_region_derp_map("http://203.0.113.9:3340", None, 3478).unwrap();
+        let node = &map.regions[&OWN_REGION].nodes[0];
+        assert_eq!((node.ipv4.as_str(), node.derp_port), ("203.0.113.9", 3340));
+        assert!(node.insecure_for_tests);
+        let map =
+            one_region_derp_map("https://derp.example.com/", Some("sha256-raw:ab"), -1).unwrap();
+        let node = &map.regions[&OWN_REGION].nodes[0];
+        assert_eq!(node.host_name, "derp.example.com");
+        assert_eq!((node.ipv4.as_str(), node.derp_port), ("", 443));
         assert_eq!(
-            parse_prefixes("10.0.0.0/8, 192.168.1.0/24").unwrap().len(),
-            2
+            (node.cert_name.as_str(), node.stun_port),
+            ("sha256-raw:ab", -1)
         );
-        assert!(parse_prefixes("10.0.0.0/33").is_err());
+        assert!(!node.insecure_for_tests);
+        let map = one_region_derp_map("https://[2001:db8::1]:8443", None, 3478).unwrap();
+        let node = &map.regions[&OWN_REGION].nodes[0];
+        assert_eq!((node.ipv6.as_str(), node.derp_port), ("2001:db8::1", 8443));
+        for bad in [
+            "derp.example.com",
+            "ftp://x",
+            "https://",
+            "https://h:port",
+            "http://[::1",
+        ] {
+            assert!(
+                one_region_derp_map(bad, None, 3478).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]
@@ -487,7 +353,9 @@ mod tests {
         let poll = rusqlite::Connection::open(&db).unwrap();
         let before = data_version(&poll).unwrap();
         assert_eq!(data_version(&poll).unwrap(), before, "changed by itself");
-        store.create_user("someone", SystemTime::now()).unwrap();
+        store
+            .create_user("someone", std::time::SystemTime::now())
+            .unwrap();
         assert_ne!(
             data_version(&poll).unwrap(),
             before,

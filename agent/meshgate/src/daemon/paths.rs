@@ -1,0 +1,403 @@
+//! Path steering in control mode: which endpoint the kernel uses for each peer. Control's
+//! configuration names each peer's first direct endpoint; here it is replaced by the path the
+//! [`PathTable`] chose: a direct endpoint proven by a WireGuard handshake, or, while a peer is
+//! relayed, the loopback endpoint of its [`Relay`] bridge. A netcheck task measures the DERP
+//! regions, picks our home region (told to control as NetInfo) and the relay keeps it
+//! connected.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use meshgate_control::netmap::PeerDirectory;
+use meshgate_netcheck::{History, run_once};
+use meshgate_paths::{Path, PathTable, PeerPaths, Relay, RelayConfig, RelayEvent, WgObservation};
+use meshgate_tailcfg::{DerpMap, NetInfo, NodePrivate};
+use meshgate_wg::{Engine, InterfaceConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+type Key = [u8; 32];
+
+/// How often netcheck runs (Tailscale re-STUNs every 20–26 s).
+const NETCHECK_EVERY: Duration = Duration::from_secs(30);
+const NETCHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the kernel's handshakes are read while a direct endpoint is on trial.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+
+/// One peer's path as `meshgate status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Shown {
+    Direct(std::net::SocketAddr),
+    Relay { region: u16, code: String },
+    Unreachable,
+}
+
+/// The DERP side of status.
+#[derive(Clone, Debug, Default)]
+pub(super) struct DerpShown {
+    pub home: Option<u16>,
+    /// (region, code, connected)
+    pub regions: Vec<(u16, String, bool, Option<String>)>,
+}
+
+/// Why [`Steering::wake`] woke.
+#[derive(Debug)]
+pub(super) enum Wake {
+    /// Time to read the kernel's handshakes (acted on only while a direct path is on trial).
+    Observe,
+    Relay(Option<RelayEvent>),
+    Home,
+    DerpMap,
+}
+
+/// The session's path steering. Dropping it stops the relay and netcheck.
+#[derive(Debug)]
+pub(super) struct Steering {
+    table: PathTable,
+    relay: Option<(Relay, Key)>,
+    relay_events: Option<mpsc::Receiver<RelayEvent>>,
+    wg_port: u16,
+    extra_ca: Option<Vec<u8>>,
+    derp_map: watch::Receiver<Option<DerpMap>>,
+    home: watch::Receiver<Option<u16>>,
+    /// Whether the senders of `derp_map` and `home` still live (a closed watch is always ready).
+    derp_map_open: bool,
+    home_open: bool,
+    netcheck: JoinHandle<()>,
+    observe: Interval,
+    /// Paths written in the last routed configuration, and bridges to close once it is applied.
+    routed: BTreeMap<Key, Path>,
+    release_after_apply: Vec<Key>,
+    peers: PeerDirectory,
+}
+
+impl Drop for Steering {
+    fn drop(&mut self) {
+        self.netcheck.abort();
+    }
+}
+
+impl Steering {
+    /// Starts netcheck on the DERP maps control publishes on `derp_map`; NetInfo goes to
+    /// control through `net_info`.
+    pub fn start(
+        wg_port: u16,
+        extra_ca: Option<Vec<u8>>,
+        derp_map: watch::Receiver<Option<DerpMap>>,
+        net_info: watch::Sender<Option<NetInfo>>,
+    ) -> Steering {
+        let (home_tx, home) = watch::channel(None);
+        let netcheck = tokio::spawn(netcheck_loop(derp_map.clone(), net_info, home_tx));
+        let mut observe = tokio::time::interval(OBSERVE_EVERY);
+        observe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Steering {
+            table: PathTable::new(),
+            relay: None,
+            relay_events: None,
+            wg_port,
+            extra_ca,
+            derp_map,
+            home,
+            derp_map_open: true,
+            home_open: true,
+            netcheck,
+            observe,
+            routed: BTreeMap::new(),
+            release_after_apply: Vec::new(),
+            peers: PeerDirectory::new(),
+        }
+    }
+
+    /// `raw` (control's configuration) with each peer's endpoint set to its chosen path.
+    pub async fn route(&mut self, raw: &InterfaceConfig, peers: &PeerDirectory) -> InterfaceConfig {
+        if let Some(key) = &raw.device.private_key {
+            self.ensure_relay(NodePrivate::from_bytes(*key.as_bytes()))
+                .await;
+        }
+        if *peers != self.peers {
+            self.table.set_peers(peers.iter().map(|(key, info)| {
+                let paths = PeerPaths {
+                    endpoints: info.endpoints.clone(),
+                    home_region: info.home_derp,
+                };
+                (*key, paths)
+            }));
+            if let Some((relay, _)) = &self.relay {
+                relay.set_peers(peers.keys().copied().collect()).await;
+            }
+            self.peers = peers.clone();
+        }
+        let mut config = raw.clone();
+        let mut routed = BTreeMap::new();
+        for (key, peer) in &mut config.device.peers {
+            let Some(path) = self.table.path(key.as_bytes()) else {
+                continue;
+            };
+            peer.endpoint = match path {
+                Path::Direct(addr) => Some(addr),
+                Path::Relay { region } => match &self.relay {
+                    Some((relay, _)) => match relay.endpoint(*key.as_bytes(), region).await {
+                        Ok(addr) => Some(addr),
+                        Err(e) => {
+                            tracing::warn!("no relay bridge for a peer: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                },
+                Path::Unreachable => None,
+            };
+            if self.routed.get(key.as_bytes()) != Some(&path) {
+                tracing::info!(peer = %key, ?path, "path");
+            }
+            routed.insert(*key.as_bytes(), path);
+        }
+        self.release_after_apply = self
+            .routed
+            .iter()
+            .filter(|(key, old)| {
+                matches!(old, Path::Relay { .. })
+                    && !matches!(routed.get(*key), Some(Path::Relay { .. }))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        self.routed = routed;
+        config
+    }
+
+    /// The routed configuration is in the kernel: bridges of peers that went direct close now
+    /// (after, so the kernel's roaming cannot pull a peer back to a bridge).
+    pub async fn applied(&mut self) {
+        let Some((relay, _)) = &self.relay else {
+            return;
+        };
+        for key in std::mem::take(&mut self.release_after_apply) {
+            relay.release(key).await;
+        }
+    }
+
+    async fn ensure_relay(&mut self, key: NodePrivate) {
+        let public = *key.public().as_bytes();
+        if self.relay.as_ref().is_some_and(|(_, k)| *k == public) {
+            return;
+        }
+        let (relay, events) = Relay::start(RelayConfig {
+            node_key: key,
+            wg_port: self.wg_port,
+            extra_ca_pem: self.extra_ca.clone(),
+        });
+        if let Some(map) = self.derp_map.borrow().clone() {
+            relay.set_derp_map(map).await;
+        }
+        relay.set_home(*self.home.borrow()).await;
+        relay.set_peers(self.peers.keys().copied().collect()).await;
+        self.relay = Some((relay, public));
+        self.relay_events = Some(events);
+    }
+
+    /// Waits for something that may change a path. Cancel-safe (it only receives): the
+    /// daemon's loop drops it whenever something else happens first, so the work is done by
+    /// [`Steering::handle`], outside the race.
+    pub async fn wake(&mut self) -> Wake {
+        let events = async {
+            match &mut self.relay_events {
+                Some(events) => events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.observe.tick() => Wake::Observe,
+            event = events => Wake::Relay(event),
+            changed = self.home.changed(), if self.home_open => {
+                self.home_open = changed.is_ok();
+                Wake::Home
+            }
+            changed = self.derp_map.changed(), if self.derp_map_open => {
+                self.derp_map_open = changed.is_ok();
+                Wake::DerpMap
+            }
+        }
+    }
+
+    /// Acts on what [`Steering::wake`] returned; true when the routed configuration is out of
+    /// date (route and apply again).
+    pub async fn handle(&mut self, wake: Wake, engine: &Engine, interface: &str) -> bool {
+        match wake {
+            Wake::Observe => {
+                if !self.table.trying() {
+                    return false;
+                }
+                let Ok(state) = engine.read(interface).await else {
+                    return false;
+                };
+                let now = Instant::now().into_std();
+                for (key, stats) in &state.device.stats {
+                    let seen = WgObservation {
+                        last_handshake: stats.last_handshake,
+                        tx_bytes: stats.tx_bytes,
+                    };
+                    self.table.observe(key.as_bytes(), seen, now);
+                }
+                self.out_of_date()
+            }
+            Wake::Relay(Some(RelayEvent::Received { peer, region })) => {
+                self.table.relay_received(&peer, region);
+                self.out_of_date()
+            }
+            Wake::Relay(None) => {
+                self.relay_events = None;
+                false
+            }
+            Wake::Home => {
+                let home = *self.home.borrow_and_update();
+                if let Some((relay, _)) = &self.relay {
+                    relay.set_home(home).await;
+                }
+                false
+            }
+            Wake::DerpMap => {
+                let map = self.derp_map.borrow_and_update().clone();
+                if let (Some(map), Some((relay, _))) = (map, &self.relay) {
+                    relay.set_derp_map(map).await;
+                }
+                false
+            }
+        }
+    }
+
+    fn out_of_date(&self) -> bool {
+        self.table
+            .paths()
+            .any(|(key, path)| self.routed.get(key).is_some_and(|old| *old != path))
+    }
+
+    /// A peer's path for status.
+    pub fn shown(&self, key: &Key) -> Option<Shown> {
+        let path = self.routed.get(key)?;
+        Some(match *path {
+            Path::Direct(addr) => Shown::Direct(addr),
+            Path::Relay { region } => Shown::Relay {
+                region,
+                code: self.region_code(region),
+            },
+            Path::Unreachable => Shown::Unreachable,
+        })
+    }
+
+    pub fn derp(&self) -> DerpShown {
+        let Some((relay, _)) = &self.relay else {
+            return DerpShown {
+                home: *self.home.borrow(),
+                regions: Vec::new(),
+            };
+        };
+        let status = relay.status();
+        DerpShown {
+            home: status.home,
+            regions: status
+                .regions
+                .into_iter()
+                .map(|r| (r.id, r.code, r.connected, r.error))
+                .collect(),
+        }
+    }
+
+    fn region_code(&self, region: u16) -> String {
+        self.derp_map
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.regions.get(&i32::from(region)))
+            .map(|r| r.region_code.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Measures the DERP regions of the latest map every [`NETCHECK_EVERY`] (and when the map
+/// changes), publishing NetInfo for control and the home region for the relay.
+async fn netcheck_loop(
+    mut derp_map: watch::Receiver<Option<DerpMap>>,
+    net_info: watch::Sender<Option<NetInfo>>,
+    home: watch::Sender<Option<u16>>,
+) {
+    // Its own socket for now: the shared WireGuard port comes with disco.
+    let socket = match UdpSocket::bind("0.0.0.0:0").await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!("netcheck: no UDP socket ({e}); no home DERP region");
+            return;
+        }
+    };
+    let mut history = History::new();
+    loop {
+        let map = derp_map.borrow_and_update().clone();
+        if let Some(map) = map.filter(|m| !m.regions.is_empty()) {
+            match run_once(&socket, &map, &mut history, NETCHECK_TIMEOUT).await {
+                Ok(mut report) => {
+                    if report.preferred_derp == 0 {
+                        // UDP found no region: keep a home anyway, or no peer could reach us
+                        // over DERP. Tailscale picks at random; the lowest ID is as good and
+                        // steady.
+                        if let Some(first) = fallback_region(&map) {
+                            history.set_home(first);
+                            report.preferred_derp = first;
+                        }
+                    }
+                    let preferred = u16::try_from(report.preferred_derp)
+                        .ok()
+                        .filter(|r| *r != 0);
+                    tracing::debug!(udp = report.udp, home = ?preferred, latencies = ?report.region_latency, "netcheck");
+                    net_info.send_if_modified(|current| {
+                        let new = Some(report.net_info());
+                        // Latencies move every run; only a new home or UDP verdict is news.
+                        let changed = current.as_ref().map(|c| (c.preferred_derp, c.working_udp))
+                            != new.as_ref().map(|n| (n.preferred_derp, n.working_udp));
+                        if changed {
+                            *current = new;
+                        }
+                        changed
+                    });
+                    home.send_if_modified(|current| {
+                        let changed = *current != preferred;
+                        *current = preferred;
+                        changed
+                    });
+                }
+                Err(e) => tracing::warn!("netcheck: {e}"),
+            }
+        }
+        tokio::select! {
+            changed = derp_map.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(NETCHECK_EVERY) => {}
+        }
+    }
+}
+
+fn fallback_region(map: &DerpMap) -> Option<i32> {
+    map.regions
+        .iter()
+        .filter(|(_, r)| !r.no_measure_no_home && !r.nodes.is_empty())
+        .map(|(id, _)| *id)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_home_is_the_lowest_usable_region() {
+        let map: DerpMap = serde_json::from_str(
+            r#"{"Regions": {
+                "5": {"RegionID": 5, "Nodes": [{"Name": "5a", "RegionID": 5, "HostName": "x"}]},
+                "2": {"RegionID": 2, "NoMeasureNoHome": true,
+                      "Nodes": [{"Name": "2a", "RegionID": 2, "HostName": "y"}]},
+                "9": {"RegionID": 9, "Nodes": []}
+            }}"#,
+        )
+        .unwrap();
+        assert_eq!(fallback_region(&map), Some(5));
+        assert_eq!(fallback_region(&DerpMap::default()), None);
+    }
+}

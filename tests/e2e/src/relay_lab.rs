@@ -1,0 +1,100 @@
+//! DERP end to end: two agents whose firewalls drop every UDP datagram between them reach
+//! each other through `meshgate derp` (self-signed TLS, pinned by the CertName the coordinator
+//! hands out), and `meshgate status` says the path is relayed and through which region.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use meshgate_wg::BackendChoice;
+
+use crate::tailnet_lab::{TailnetLab, ipv4_of, peer_count};
+
+/// n<i>'s firewall drops all UDP arriving from `other` (the lab's address of the other
+/// agent), in its own table so nothing else is touched. With both sides doing so, no datagram
+/// gets through either way, and the senders' sends still succeed, as behind a firewall on the
+/// path (a drop in the sender's own output chain would fail its sends instead).
+fn block_udp(net: &TailnetLab, i: usize, other: IpAddr) {
+    let rules = format!(
+        "table inet e2e_block {{\n\
+           chain input {{ type filter hook input priority 0; ip saddr {other} meta l4proto udp drop; }}\n\
+         }}\n"
+    );
+    let file = net.dir.0.join(format!("block-n{i}.nft"));
+    std::fs::write(&file, rules).unwrap();
+    net.agents[i]
+        .exec_ok(["nft".as_ref(), "-f".as_ref(), file.as_os_str()])
+        .unwrap();
+}
+
+pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
+    let mut net = TailnetLab::new("relay", backend, 2);
+    let derp_flags = net.start_relay();
+    let derp_flags: Vec<&str> = derp_flags.iter().map(String::as_str).collect();
+    net.serve(&derp_flags);
+    let lab_addrs: Vec<IpAddr> = (0..2)
+        .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
+        .collect();
+    block_udp(&net, 0, lab_addrs[1]);
+    block_udp(&net, 1, lab_addrs[0]);
+    let started = Instant::now();
+    let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addresses: Vec<IpAddr> = loop {
+        let statuses: Vec<_> = (0..2).map(|i| net.status(i)).collect();
+        if statuses.iter().all(|s| {
+            peer_count(s) == Some(1)
+                && s.as_ref()
+                    .is_some_and(|s| ipv4_of(&s["self"]["addresses"]).is_some())
+        }) {
+            break statuses
+                .iter()
+                .map(|s| ipv4_of(&s.as_ref().unwrap()["self"]["addresses"]).unwrap())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agents never saw each other: {statuses:#?}\n{}",
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // Both ways by tailnet address: only DERP can carry it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, j) in [(0, 1), (1, 0)] {
+        while !net.agents[i].ping(addresses[j], 1) {
+            assert!(
+                Instant::now() < deadline,
+                "n{i} cannot reach n{j} through the relay: {:#?}\n{}",
+                net.status(i),
+                net.logs()
+            );
+        }
+    }
+    println!(
+        "UDP blocked: both directions through the relay {:?} after the daemons started",
+        started.elapsed()
+    );
+    for i in 0..2 {
+        let shown = net.status(i).unwrap();
+        let peer = &shown["peers"][0];
+        assert_eq!(peer["path"], "relay", "n{i}: {shown:#}");
+        assert_eq!(peer["relay_region"], 900, "n{i}: {shown:#}");
+        assert_eq!(peer["relay_region_code"], "meshgate", "n{i}: {shown:#}");
+        assert!(
+            peer["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("127.0.0.1:")),
+            "n{i}'s kernel endpoint is not its bridge: {shown:#}"
+        );
+        assert_eq!(shown["derp"]["home"], 900, "n{i}: {shown:#}");
+        assert_eq!(
+            shown["derp"]["regions"][0]["connected"], true,
+            "n{i}: {shown:#}"
+        );
+        // The human form names the relay too.
+        let (ok, text) = net.meshgate(i, &["status"]);
+        assert!(ok && text.contains("relay 900 (meshgate)"), "n{i}: {text}");
+    }
+}
