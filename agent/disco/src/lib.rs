@@ -1,0 +1,1 @@
+//! Tailscale's disco protocol: sealed Ping, Pong and CallMeMaybe messages (sans-I/O)
