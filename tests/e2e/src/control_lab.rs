@@ -42,7 +42,7 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
             true,
             &["--accept-routes", "--advertise-routes", ROUTE],
         ),
-        net.start_daemon(1, 1, true, &["--accept-routes"]),
+        net.start_daemon(1, 1, true, &["--accept-routes", "--advertise-exit-node"]),
         net.start_daemon(2, 1, false, &["--accept-routes"]),
     ];
     // The waiting daemon says so, then joins with `up` (which waits for the first map).
@@ -156,6 +156,52 @@ pub fn three_agents_join_and_ping(backend: BackendChoice) {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    // n1 offers itself as an exit node: control records both default routes; approving one
+    // approves the pair, and still no peer routes through it until it is chosen (issue 8).
+    let exit_routes = |net: &TailnetLab| -> serde_json::Value {
+        let out = net.admin(&["routes", "list", "--json"]);
+        let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with("n1")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no routes entry for n1: {out}"))
+    };
+    let n1 = exit_routes(&net);
+    assert_eq!(
+        n1["advertised"],
+        serde_json::json!(["0.0.0.0/0", "::/0"]),
+        "{n1:#}"
+    );
+    assert_eq!(n1["served"], serde_json::json!([]), "{n1:#}");
+    net.admin(&["routes", "approve", "n1", "0.0.0.0/0"]);
+    let n1 = exit_routes(&net);
+    assert_eq!(
+        n1["served"],
+        serde_json::json!(["0.0.0.0/0", "::/0"]),
+        "{n1:#}"
+    );
+    let nodes: serde_json::Value =
+        serde_json::from_str(&net.admin(&["nodes", "list", "--json"])).unwrap();
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"].as_str().is_some_and(|s| s.starts_with("n1"))
+                && n["exit_node"] == true),
+        "{nodes:#}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for i in [0, 2] {
+        assert!(
+            !routes_prefix(&net.status(i).unwrap(), "0.0.0.0/0"),
+            "n{i} routes everything through an exit node it did not choose"
+        );
     }
 
     // `down` on n2: no peers on its interface, addresses kept; `up` resumes.
