@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshgate_tailcfg::{
-    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, Hostinfo, MachinePrivate, MapFrameDecoder,
-    MapRequest, MapResponse, NetInfo, NodePrivate, OverTlsPublicKeyResponse, RegisterAuth,
-    RegisterRequest, RegisterResponse, Time,
+    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, DiscoPublic, Hostinfo, MachinePrivate,
+    MapFrameDecoder, MapRequest, MapResponse, NetInfo, NodePrivate, OverTlsPublicKeyResponse,
+    RegisterAuth, RegisterRequest, RegisterResponse, Time,
 };
 use meshgate_wg::InterfaceConfig;
 use rand_core::RngCore;
@@ -163,6 +163,8 @@ pub struct ControlClient {
     driver: JoinHandle<()>,
     /// The EarlyNoise JSON, if the server sent one.
     pub early_noise: Option<Vec<u8>>,
+    /// Our disco key, sent in map requests (zero: none, control keeps what it had).
+    pub disco_key: DiscoPublic,
 }
 
 impl Drop for ControlClient {
@@ -205,6 +207,7 @@ impl ControlClient {
             send,
             driver,
             early_noise,
+            disco_key: DiscoPublic::default(),
         })
     }
 
@@ -352,6 +355,7 @@ impl ControlClient {
             omit_peers: true,
             hostinfo: Some(hostinfo),
             endpoints: endpoints.to_vec(),
+            disco_key: self.disco_key,
             ..MapRequest::default()
         };
         let body = serde_json::to_vec(&request).expect("MapRequest serializes");
@@ -378,6 +382,7 @@ impl ControlClient {
             stream: true,
             hostinfo: Some(hostinfo),
             endpoints: endpoints.to_vec(),
+            disco_key: self.disco_key,
             ..MapRequest::default()
         };
         let body = serde_json::to_vec(&request).expect("MapRequest serializes");
@@ -526,6 +531,8 @@ pub struct RunConfig {
     pub net_info_updates: Option<watch::Receiver<Option<NetInfo>>>,
     /// Where to publish the DERP map control sends (the relay needs it).
     pub derp_map_out: Option<watch::Sender<Option<DerpMap>>>,
+    /// Our disco key (the public half), told to control so peers can ping us.
+    pub disco_key: Option<DiscoPublic>,
     pub wg: WgOptions,
     /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
     /// random jitter.
@@ -543,6 +550,7 @@ impl RunConfig {
             endpoint_updates: None,
             net_info_updates: None,
             derp_map_out: None,
+            disco_key: None,
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -636,6 +644,9 @@ async fn session(
     let result: Result<(), ClientError> = async {
         let control = fetch_control_key(&cfg.server).await?;
         let mut client = ControlClient::connect(&cfg.server, &control, &state.machine_key).await?;
+        if let Some(disco) = cfg.disco_key {
+            client.disco_key = disco;
+        }
         if registered.is_none() {
             let reply = client
                 .register(

@@ -48,6 +48,8 @@ pub struct PeerInfo {
     pub endpoints: Vec<std::net::SocketAddr>,
     /// The DERP region it is connected to (`HomeDERP`, or the legacy `DERP` form).
     pub home_derp: Option<u16>,
+    /// Its disco key (raw), if it speaks disco.
+    pub disco_key: Option<[u8; 32]>,
 }
 
 /// Peers by WireGuard public key (raw 32 bytes), as published next to the WireGuard
@@ -197,6 +199,7 @@ impl NetMap {
                         online: p.online,
                         endpoints: p.endpoints.clone(),
                         home_derp: p.home_derp_region().and_then(|r| u16::try_from(r).ok()),
+                        disco_key: (!p.disco_key.is_zero()).then(|| *p.disco_key.as_bytes()),
                     },
                 )
             })

@@ -4,15 +4,24 @@
 //! WireGuard packets arriving over DERP ([`PathTable::relay_received`]); it reads the chosen
 //! [`Path`] back and writes it into the peer's endpoint.
 //!
-//! Until disco (which proves a direct path before using it) the proof is WireGuard's own
-//! handshake: a direct endpoint is tried while we send; if no handshake completes within
-//! [`DIRECT_TRIAL`] the next endpoint is tried, and after the last the peer is relayed. A peer
-//! that reaches us over DERP is answered over DERP, since the kernel roams its endpoint to
-//! wherever its packets came from.
+//! A peer with a disco key is steered by disco (reference §1.6, [`crate::disco`]): relayed until
+//! a pong proves a direct address, which is then used while trusted (6.5 s after each pong,
+//! renewed by heartbeats while traffic flows); the table queues the pings, pongs and
+//! CallMeMaybes that takes ([`PathTable::poll_transmit`]).
+//!
+//! A peer without one (a plain WireGuard peer) is steered by WireGuard's own handshake: a direct
+//! endpoint is tried while we send; if no handshake completes within [`DIRECT_TRIAL`] the next
+//! endpoint is tried, and after the last the peer is relayed. Either way a peer that reaches us
+//! over DERP without a proven direct path is answered over DERP, since the kernel roams its
+//! endpoint to wherever its packets came from.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::RngCore;
+
+use crate::disco::{DiscoPeer, Want};
 
 /// A peer's WireGuard public key (raw bytes).
 pub type Key = [u8; 32];
@@ -32,6 +41,35 @@ pub struct PeerPaths {
     pub endpoints: Vec<SocketAddr>,
     /// The DERP region it is connected to, if any.
     pub home_region: Option<u16>,
+    /// Whether it speaks disco (control gave its disco key).
+    pub disco: bool,
+}
+
+/// Which way a disco message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Udp(SocketAddr),
+    Derp(u16),
+}
+
+/// A disco message for the shell to seal and send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Ping { tx_id: [u8; 12] },
+    Pong { tx_id: [u8; 12], src: SocketAddr },
+    CallMeMaybe { endpoints: Vec<SocketAddr> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Key,
+    pub via: Via,
+    pub msg: Outgoing,
+}
+
+/// The address a pong over DERP names as the source: Tailscale's magic DERP address.
+pub fn derp_magic(region: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 3, 3, 40)), region)
 }
 
 /// Where packets to a peer go.
@@ -50,6 +88,7 @@ pub enum Path {
 pub struct WgObservation {
     pub last_handshake: Option<SystemTime>,
     pub tx_bytes: u64,
+    pub rx_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,13 +114,27 @@ enum State {
 #[derive(Clone, Debug)]
 struct Peer {
     paths: PeerPaths,
+    /// The handshake-trial state (peers without disco).
     state: State,
+    /// Disco state (peers with a disco key).
+    disco: Option<DiscoPeer>,
+    /// The region the peer last reached us through, while no direct path is proven.
+    relayed_in: Option<u16>,
+    /// Counters at the last observation, to see traffic.
+    tx_bytes: u64,
+    rx_bytes: u64,
 }
 
 /// Every peer's path.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct PathTable {
     peers: BTreeMap<Key, Peer>,
+    local_endpoints: Vec<SocketAddr>,
+    transmits: VecDeque<Transmit>,
+    /// Pings in flight, by transaction ID: whose they are.
+    pings: BTreeMap<[u8; 12], Key>,
+    /// Disco peers that have not had their first round of pings.
+    unpinged: Vec<Key>,
 }
 
 impl PathTable {
@@ -90,20 +143,52 @@ impl PathTable {
     }
 
     /// The peers control lists now. A known peer keeps its state while its current endpoint
-    /// is still offered; peers no longer listed are forgotten.
+    /// is still offered; peers no longer listed are forgotten. New disco peers are pinged at
+    /// the next [`PathTable::handle_timeout`].
     pub fn set_peers<I>(&mut self, peers: I)
     where
         I: IntoIterator<Item = (Key, PeerPaths)>,
     {
         let mut next = BTreeMap::new();
         for (key, paths) in peers {
-            let state = match self.peers.remove(&key) {
-                Some(old) => carried_over(&old, &paths),
-                None => first_state(&paths),
+            let peer = match self.peers.remove(&key) {
+                Some(mut old) => {
+                    old.state = carried_over(&old, &paths);
+                    if !paths.disco {
+                        old.disco = None;
+                    }
+                    old.paths = paths;
+                    old
+                }
+                None => Peer {
+                    state: first_state(&paths),
+                    paths,
+                    disco: None,
+                    relayed_in: None,
+                    tx_bytes: 0,
+                    rx_bytes: 0,
+                },
             };
-            next.insert(key, Peer { paths, state });
+            let mut peer = peer;
+            if peer.paths.disco {
+                let fresh = peer.disco.is_none();
+                let disco = peer.disco.get_or_insert_with(DiscoPeer::default);
+                disco.set_endpoints(&peer.paths.endpoints);
+                if fresh && disco.has_candidates() {
+                    self.unpinged.push(key);
+                }
+            }
+            next.insert(key, peer);
         }
         self.peers = next;
+        self.pings.retain(|_, key| self.peers.contains_key(key));
+        let peers = &self.peers;
+        self.unpinged.retain(|key| peers.contains_key(key));
+    }
+
+    /// Our own endpoints, sent in CallMeMaybe.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.local_endpoints = endpoints;
     }
 
     /// What the kernel reports of `key` at `now`.
@@ -111,86 +196,254 @@ impl PathTable {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        peer.state = match peer.state.clone() {
-            State::Trying {
-                index,
-                handshake_before,
-                tx_before,
-                sending_since,
-            } => {
-                if seen.last_handshake.is_some() && seen.last_handshake != handshake_before {
-                    State::Direct { index }
-                } else {
-                    // Without a baseline (a new peer), anything sent counts: there was no
-                    // handshake to show for it.
-                    let tx_before = tx_before.unwrap_or(0);
-                    let sending_since =
-                        sending_since.or_else(|| (seen.tx_bytes > tx_before).then_some(now));
-                    match sending_since {
-                        Some(since) if now.duration_since(since) >= DIRECT_TRIAL => {
-                            next_after_failure(&peer.paths, index, seen)
-                        }
-                        _ => State::Trying {
-                            index,
-                            handshake_before,
-                            tx_before: Some(tx_before),
-                            sending_since,
-                        },
-                    }
-                }
+        let traffic = seen.tx_bytes > peer.tx_bytes || seen.rx_bytes > peer.rx_bytes;
+        peer.tx_bytes = seen.tx_bytes;
+        peer.rx_bytes = seen.rx_bytes;
+        if let Some(disco) = &mut peer.disco {
+            if traffic {
+                let mut wants = Vec::new();
+                disco.activity(now, &mut wants);
+                self.queue(*key, wants, now);
             }
-            State::Direct { index } => {
-                let stale = seen.last_handshake.is_none_or(|at| {
-                    SystemTime::now()
-                        .duration_since(at)
-                        .is_ok_and(|age| age > SESSION_DEAD_AFTER)
-                });
-                if stale {
-                    State::Trying {
-                        index,
-                        handshake_before: seen.last_handshake,
-                        tx_before: Some(seen.tx_bytes),
-                        sending_since: None,
-                    }
-                } else {
-                    State::Direct { index }
-                }
-            }
-            other => other,
+            return;
+        }
+        peer.state = observed(peer, seen, now);
+    }
+
+    /// A disco Ping from `key` reached us over `via`: answered on the same path; a UDP source
+    /// becomes a candidate address.
+    pub fn handle_ping(&mut self, key: &Key, via: Via, tx_id: [u8; 12], now: Instant) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
         };
+        let src = match via {
+            Via::Udp(addr) => {
+                if let Some(disco) = &mut peer.disco {
+                    disco.pinged_from(addr, now);
+                }
+                addr
+            }
+            Via::Derp(region) => derp_magic(region),
+        };
+        self.transmits.push_back(Transmit {
+            peer: *key,
+            via,
+            msg: Outgoing::Pong { tx_id, src },
+        });
+    }
+
+    /// A disco Pong from `key` over `via`. Only pongs over UDP prove a direct path.
+    pub fn handle_pong(&mut self, key: &Key, via: Via, tx_id: [u8; 12], now: Instant) {
+        if self.pings.get(&tx_id) != Some(key) {
+            return;
+        }
+        self.pings.remove(&tx_id);
+        if let (Via::Udp(_), Some(peer)) = (via, self.peers.get_mut(key))
+            && let Some(disco) = &mut peer.disco
+            && disco.pong(&tx_id, now)
+        {
+            peer.relayed_in = None;
+        }
+    }
+
+    /// The peer's CallMeMaybe (only accepted over DERP by the caller): ping its endpoints now.
+    pub fn handle_call_me_maybe(&mut self, key: &Key, endpoints: &[SocketAddr], now: Instant) {
+        let Some(disco) = self.peers.get_mut(key).and_then(|p| p.disco.as_mut()) else {
+            return;
+        };
+        let mut wants = Vec::new();
+        disco.call_me_maybe(endpoints, now, &mut wants);
+        self.queue(*key, wants, now);
     }
 
     /// A WireGuard packet from `key` arrived over DERP region `region`: the peer relays, and
     /// the kernel will answer wherever the packet came from, so we relay too (through the
-    /// region it used). A working direct path is kept.
-    pub fn relay_received(&mut self, key: &Key, region: u16) {
+    /// region it used) unless a direct path is proven.
+    pub fn relay_received(&mut self, key: &Key, region: u16, now: Instant) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if !matches!(peer.state, State::Direct { .. }) {
-            peer.state = State::Relayed { region };
+        match &peer.disco {
+            Some(disco) => {
+                if disco.direct(now).is_none() {
+                    peer.relayed_in = Some(region);
+                }
+            }
+            None => {
+                if !matches!(peer.state, State::Direct { .. }) {
+                    peer.state = State::Relayed { region };
+                }
+            }
         }
     }
 
-    /// The path to `key`, if it is a peer.
-    pub fn path(&self, key: &Key) -> Option<Path> {
-        self.peers.get(key).map(path_of)
+    /// Runs the disco timers (first pings of new peers, heartbeats, lost pings).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.unpinged) {
+            if let Some(disco) = self.peers.get_mut(&key).and_then(|p| p.disco.as_mut()) {
+                let mut wants = Vec::new();
+                disco.full_ping(now, &mut wants);
+                self.queue(key, wants, now);
+            }
+        }
+        let keys: Vec<Key> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(disco) = self.peers.get_mut(&key).and_then(|p| p.disco.as_mut()) else {
+                continue;
+            };
+            if disco.poll_timeout().is_some_and(|at| now >= at) {
+                let mut wants = Vec::new();
+                disco.handle_timeout(now, &mut wants);
+                self.queue(key, wants, now);
+            }
+        }
     }
 
-    /// Every peer's path.
-    pub fn paths(&self) -> impl Iterator<Item = (&Key, Path)> {
-        self.peers.iter().map(|(key, peer)| (key, path_of(peer)))
+    /// When [`PathTable::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.unpinged.is_empty() {
+            return Some(Instant::now());
+        }
+        self.peers
+            .values()
+            .filter_map(|p| p.disco.as_ref()?.poll_timeout())
+            .min()
     }
 
-    /// Whether a peer is still being tried directly (the caller should keep observing it).
+    /// The next disco message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Turns a peer's wishes into transmits.
+    fn queue(&mut self, key: Key, wants: Vec<Want>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        for want in wants {
+            match want {
+                Want::Ping { to } => {
+                    let mut tx_id = [0u8; 12];
+                    rand_core::OsRng.fill_bytes(&mut tx_id);
+                    if let Some(disco) = &mut peer.disco {
+                        disco.sent_ping(tx_id, to, now);
+                    }
+                    self.pings.insert(tx_id, key);
+                    self.transmits.push_back(Transmit {
+                        peer: key,
+                        via: Via::Udp(to),
+                        msg: Outgoing::Ping { tx_id },
+                    });
+                }
+                Want::CallMeMaybe => {
+                    let region = peer.relayed_in.or(peer.paths.home_region);
+                    if let Some(region) = region
+                        && !self.local_endpoints.is_empty()
+                    {
+                        self.transmits.push_back(Transmit {
+                            peer: key,
+                            via: Via::Derp(region),
+                            msg: Outgoing::CallMeMaybe {
+                                endpoints: self.local_endpoints.clone(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The path to `key` at `now`, if it is a peer.
+    pub fn path(&self, key: &Key, now: Instant) -> Option<Path> {
+        self.peers.get(key).map(|p| path_of(p, now))
+    }
+
+    /// Every peer's path at `now`.
+    pub fn paths(&self, now: Instant) -> impl Iterator<Item = (&Key, Path)> {
+        self.peers
+            .iter()
+            .map(move |(key, peer)| (key, path_of(peer, now)))
+    }
+
+    /// Whether a plain WireGuard peer is still being tried directly (the caller should keep
+    /// observing it).
     pub fn trying(&self) -> bool {
         self.peers
             .values()
-            .any(|p| matches!(p.state, State::Trying { .. }))
+            .any(|p| p.disco.is_none() && matches!(p.state, State::Trying { .. }))
+    }
+
+    /// The latency of the direct path in use, for status.
+    pub fn latency(&self, key: &Key) -> Option<Duration> {
+        Some(self.peers.get(key)?.disco.as_ref()?.best()?.latency)
     }
 }
 
-fn path_of(peer: &Peer) -> Path {
+/// The handshake trial's next state after the kernel reported `seen`.
+fn observed(peer: &Peer, seen: WgObservation, now: Instant) -> State {
+    match peer.state.clone() {
+        State::Trying {
+            index,
+            handshake_before,
+            tx_before,
+            sending_since,
+        } => {
+            if seen.last_handshake.is_some() && seen.last_handshake != handshake_before {
+                return State::Direct { index };
+            }
+            // Without a baseline (a new peer), anything sent counts: there was no handshake
+            // to show for it.
+            let tx_before = tx_before.unwrap_or(0);
+            let sending_since =
+                sending_since.or_else(|| (seen.tx_bytes > tx_before).then_some(now));
+            match sending_since {
+                Some(since) if now.duration_since(since) >= DIRECT_TRIAL => {
+                    next_after_failure(&peer.paths, index, seen)
+                }
+                _ => State::Trying {
+                    index,
+                    handshake_before,
+                    tx_before: Some(tx_before),
+                    sending_since,
+                },
+            }
+        }
+        State::Direct { index } => {
+            let stale = seen.last_handshake.is_none_or(|at| {
+                SystemTime::now()
+                    .duration_since(at)
+                    .is_ok_and(|age| age > SESSION_DEAD_AFTER)
+            });
+            if stale {
+                State::Trying {
+                    index,
+                    handshake_before: seen.last_handshake,
+                    tx_before: Some(seen.tx_bytes),
+                    sending_since: None,
+                }
+            } else {
+                State::Direct { index }
+            }
+        }
+        other => other,
+    }
+}
+
+fn path_of(peer: &Peer, now: Instant) -> Path {
+    if let Some(disco) = &peer.disco {
+        if let Some(addr) = disco.direct(now) {
+            return Path::Direct(addr);
+        }
+        if let Some(region) = peer.relayed_in.or(peer.paths.home_region) {
+            return Path::Relay { region };
+        }
+        // No relay to fall back on: the first endpoint may still work.
+        return peer
+            .paths
+            .endpoints
+            .first()
+            .map_or(Path::Unreachable, |e| Path::Direct(*e));
+    }
     match peer.state {
         State::Trying { index, .. } | State::Direct { index } => peer
             .paths
@@ -283,6 +536,7 @@ mod tests {
         PeerPaths {
             endpoints: endpoints.iter().map(|e| addr(e)).collect(),
             home_region: home,
+            disco: false,
         }
     }
 
@@ -290,6 +544,7 @@ mod tests {
         WgObservation {
             last_handshake: None,
             tx_bytes: tx,
+            rx_bytes: 0,
         }
     }
 
@@ -298,16 +553,23 @@ mod tests {
         let mut table = PathTable::new();
         table.set_peers([(A, offer(&["192.0.2.1:41641"], Some(900)))]);
         let t0 = Instant::now();
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:41641"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:41641")))
+        );
         table.observe(&A, sent(0), t0);
         table.observe(&A, sent(148), t0 + Duration::from_secs(1));
         let shook = WgObservation {
             last_handshake: Some(SystemTime::now()),
             tx_bytes: 300,
+            rx_bytes: 0,
         };
         table.observe(&A, shook, t0 + Duration::from_secs(2));
         table.observe(&A, shook, t0 + Duration::from_secs(60));
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:41641"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:41641")))
+        );
         assert!(!table.trying());
     }
 
@@ -319,17 +581,29 @@ mod tests {
         table.observe(&A, sent(0), t0);
         // Nothing sent yet: no trial runs, however long.
         table.observe(&A, sent(0), t0 + Duration::from_secs(30));
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:1"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:1")))
+        );
         let t1 = t0 + Duration::from_secs(31);
         table.observe(&A, sent(148), t1);
         table.observe(&A, sent(296), t1 + DIRECT_TRIAL - Duration::from_millis(1));
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:1"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:1")))
+        );
         table.observe(&A, sent(296), t1 + DIRECT_TRIAL);
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("198.51.100.1:2"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("198.51.100.1:2")))
+        );
         let t2 = t1 + DIRECT_TRIAL + Duration::from_secs(1);
         table.observe(&A, sent(444), t2);
         table.observe(&A, sent(592), t2 + DIRECT_TRIAL);
-        assert_eq!(table.path(&A), Some(Path::Relay { region: 900 }));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Relay { region: 900 })
+        );
         assert!(!table.trying());
     }
 
@@ -337,32 +611,48 @@ mod tests {
     fn no_endpoint_means_relay_and_no_relay_means_unreachable() {
         let mut table = PathTable::new();
         table.set_peers([(A, offer(&[], Some(7)))]);
-        assert_eq!(table.path(&A), Some(Path::Relay { region: 7 }));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Relay { region: 7 })
+        );
         table.set_peers([(A, offer(&[], None))]);
-        assert_eq!(table.path(&A), Some(Path::Relay { region: 7 }));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Relay { region: 7 })
+        );
         let mut table = PathTable::new();
         table.set_peers([(A, offer(&[], None))]);
-        assert_eq!(table.path(&A), Some(Path::Unreachable));
+        assert_eq!(table.path(&A, Instant::now()), Some(Path::Unreachable));
         table.set_peers([(A, offer(&["192.0.2.1:1"], None))]);
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:1"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:1")))
+        );
     }
 
     #[test]
     fn a_packet_over_derp_switches_to_the_relay_unless_direct_works() {
         let mut table = PathTable::new();
         table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))]);
-        table.relay_received(&A, 2);
-        assert_eq!(table.path(&A), Some(Path::Relay { region: 2 }));
+        table.relay_received(&A, 2, Instant::now());
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Relay { region: 2 })
+        );
 
         let mut table = PathTable::new();
         table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))]);
         let shook = WgObservation {
             last_handshake: Some(SystemTime::now()),
             tx_bytes: 1,
+            rx_bytes: 0,
         };
         table.observe(&A, shook, Instant::now());
-        table.relay_received(&A, 2);
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.1:1"))));
+        table.relay_received(&A, 2, Instant::now());
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.1:1")))
+        );
     }
 
     #[test]
@@ -373,12 +663,14 @@ mod tests {
         let fresh = WgObservation {
             last_handshake: Some(SystemTime::now()),
             tx_bytes: 100,
+            rx_bytes: 0,
         };
         table.observe(&A, fresh, t0);
         let old = SystemTime::now() - SESSION_DEAD_AFTER - Duration::from_secs(1);
         let dead = WgObservation {
             last_handshake: Some(old),
             tx_bytes: 200,
+            rx_bytes: 0,
         };
         table.observe(&A, dead, t0 + Duration::from_secs(1));
         assert!(table.trying());
@@ -398,7 +690,10 @@ mod tests {
             },
             t0 + Duration::from_secs(2) + DIRECT_TRIAL,
         );
-        assert_eq!(table.path(&A), Some(Path::Relay { region: 1 }));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Relay { region: 1 })
+        );
     }
 
     #[test]
@@ -411,9 +706,189 @@ mod tests {
         table.set_peers([(A, offer(&["192.0.2.9:1"], None))]);
         // The clock of the old endpoint does not count against the new one.
         table.observe(&A, sent(20), t0 + DIRECT_TRIAL + Duration::from_secs(1));
-        assert_eq!(table.path(&A), Some(Path::Direct(addr("192.0.2.9:1"))));
+        assert_eq!(
+            table.path(&A, Instant::now()),
+            Some(Path::Direct(addr("192.0.2.9:1")))
+        );
         table.set_peers([]);
-        assert_eq!(table.path(&A), None);
-        assert_eq!(table.paths().count(), 0);
+        assert_eq!(table.path(&A, Instant::now()), None);
+        assert_eq!(table.paths(Instant::now()).count(), 0);
+    }
+
+    /// A disco node in a simulated network.
+    struct Node {
+        key: Key,
+        addr: SocketAddr,
+        table: PathTable,
+    }
+
+    fn disco_node(key: Key, addr: &str, peer: Key, peer_addr: &str) -> Node {
+        let mut table = PathTable::new();
+        table.set_local_endpoints(vec![addr.parse().unwrap()]);
+        table.set_peers([(
+            peer,
+            PeerPaths {
+                endpoints: vec![peer_addr.parse().unwrap()],
+                home_region: Some(900),
+                disco: true,
+            },
+        )]);
+        Node {
+            key,
+            addr: addr.parse().unwrap(),
+            table,
+        }
+    }
+
+    /// Delivers what `from` queued to `to` (UDP only when `udp` allows it; DERP always):
+    /// how many went over UDP and over DERP, and whether anything was queued.
+    fn deliver(from: &mut Node, to: &mut Node, udp: bool, now: Instant) -> (usize, usize, bool) {
+        let (mut over_udp, mut over_derp, mut moved) = (0, 0, false);
+        while let Some(t) = from.table.poll_transmit() {
+            moved = true;
+            assert_eq!(t.peer, to.key);
+            let via = match t.via {
+                Via::Udp(dst) => {
+                    if !udp || dst != to.addr {
+                        continue;
+                    }
+                    over_udp += 1;
+                    Via::Udp(from.addr)
+                }
+                Via::Derp(region) => {
+                    over_derp += 1;
+                    Via::Derp(region)
+                }
+            };
+            match t.msg {
+                Outgoing::Ping { tx_id } => to.table.handle_ping(&from.key, via, tx_id, now),
+                Outgoing::Pong { tx_id, .. } => to.table.handle_pong(&from.key, via, tx_id, now),
+                Outgoing::CallMeMaybe { endpoints } => {
+                    assert!(matches!(via, Via::Derp(_)), "CallMeMaybe over UDP");
+                    to.table.handle_call_me_maybe(&from.key, &endpoints, now)
+                }
+            }
+        }
+        (over_udp, over_derp, moved)
+    }
+
+    /// Delivers between `a` and `b` until both are quiet.
+    fn pump(a: &mut Node, b: &mut Node, udp: bool, now: Instant) -> (usize, usize) {
+        let (mut over_udp, mut over_derp) = (0, 0);
+        for _ in 0..100 {
+            let (u1, d1, m1) = deliver(a, b, udp, now);
+            let (u2, d2, m2) = deliver(b, a, udp, now);
+            over_udp += u1 + u2;
+            over_derp += d1 + d2;
+            if !m1 && !m2 {
+                break;
+            }
+        }
+        (over_udp, over_derp)
+    }
+
+    const B: Key = [2; 32];
+
+    #[test]
+    fn disco_peers_start_relayed_and_go_direct_on_a_pong() {
+        let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        let t0 = Instant::now();
+        assert_eq!(a.table.path(&B, t0), Some(Path::Relay { region: 900 }));
+        a.table.handle_timeout(t0);
+        b.table.handle_timeout(t0);
+        let (udp, derp) = pump(&mut a, &mut b, true, t0);
+        assert!(udp >= 4 && derp >= 2, "udp {udp}, derp {derp}");
+        assert_eq!(a.table.path(&B, t0), Some(Path::Direct(b.addr)));
+        assert_eq!(b.table.path(&A, t0), Some(Path::Direct(a.addr)));
+        // Idle: the direct path stays in place after its trust ran out.
+        let later = t0 + Duration::from_secs(30);
+        a.table.handle_timeout(later);
+        assert_eq!(a.table.path(&B, later), Some(Path::Direct(b.addr)));
+    }
+
+    #[test]
+    fn blocked_udp_stays_relayed_and_a_dead_direct_path_falls_back_while_active() {
+        let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        let t0 = Instant::now();
+        a.table.handle_timeout(t0);
+        b.table.handle_timeout(t0);
+        pump(&mut a, &mut b, false, t0);
+        assert_eq!(a.table.path(&B, t0), Some(Path::Relay { region: 900 }));
+
+        // UDP works: direct. Traffic flows (heartbeats), then UDP dies.
+        let t1 = t0 + Duration::from_secs(10);
+        let busy = |tx| WgObservation {
+            last_handshake: None,
+            tx_bytes: tx,
+            rx_bytes: tx,
+        };
+        a.table.observe(&B, busy(1000), t1);
+        pump(&mut a, &mut b, true, t1);
+        assert_eq!(a.table.path(&B, t1), Some(Path::Direct(b.addr)));
+        let mut now = t1;
+        let mut tx = 1000;
+        while now < t1 + Duration::from_secs(20) {
+            now += Duration::from_millis(500);
+            tx += 100;
+            a.table.observe(&B, busy(tx), now);
+            a.table.handle_timeout(now);
+            b.table.handle_timeout(now);
+            pump(&mut a, &mut b, false, now);
+        }
+        assert_eq!(a.table.path(&B, now), Some(Path::Relay { region: 900 }));
+    }
+
+    #[test]
+    fn a_call_me_maybe_pings_back_without_answering_in_kind_and_strays_are_ignored() {
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        let now = Instant::now();
+        b.table
+            .handle_call_me_maybe(&A, &["198.51.100.7:1234".parse().unwrap()], now);
+        let mut pinged = Vec::new();
+        while let Some(t) = b.table.poll_transmit() {
+            assert!(!matches!(t.msg, Outgoing::CallMeMaybe { .. }));
+            if let (Via::Udp(to), Outgoing::Ping { .. }) = (t.via, &t.msg) {
+                pinged.push(to);
+            }
+        }
+        pinged.sort();
+        assert_eq!(
+            pinged,
+            [
+                "192.0.2.1:41641".parse().unwrap(),
+                "198.51.100.7:1234".parse().unwrap()
+            ]
+        );
+        // A pong nobody asked for, or one over DERP, proves nothing.
+        b.table.handle_pong(
+            &A,
+            Via::Udp("198.51.100.7:1234".parse().unwrap()),
+            [9; 12],
+            now,
+        );
+        assert_eq!(b.table.path(&A, now), Some(Path::Relay { region: 900 }));
+        // A ping over UDP is answered with the source it came from, on the same path.
+        let from: SocketAddr = "203.0.113.5:999".parse().unwrap();
+        b.table.handle_ping(&A, Via::Udp(from), [7; 12], now);
+        let pong = b.table.poll_transmit().unwrap();
+        assert_eq!(pong.via, Via::Udp(from));
+        assert_eq!(
+            pong.msg,
+            Outgoing::Pong {
+                tx_id: [7; 12],
+                src: from
+            }
+        );
+        b.table.handle_ping(&A, Via::Derp(900), [8; 12], now);
+        let pong = b.table.poll_transmit().unwrap();
+        assert_eq!(
+            pong.msg,
+            Outgoing::Pong {
+                tx_id: [8; 12],
+                src: derp_magic(900)
+            }
+        );
     }
 }

@@ -121,6 +121,8 @@ impl Steering {
                 let paths = PeerPaths {
                     endpoints: info.endpoints.clone(),
                     home_region: info.home_derp,
+                    // Disco needs the shared WireGuard port; until then, handshakes decide.
+                    disco: false,
                 };
                 (*key, paths)
             }));
@@ -131,8 +133,9 @@ impl Steering {
         }
         let mut config = raw.clone();
         let mut routed = BTreeMap::new();
+        let now = Instant::now().into_std();
         for (key, peer) in &mut config.device.peers {
-            let Some(path) = self.table.path(key.as_bytes()) else {
+            let Some(path) = self.table.path(key.as_bytes(), now) else {
                 continue;
             };
             peer.endpoint = match path {
@@ -237,13 +240,15 @@ impl Steering {
                     let seen = WgObservation {
                         last_handshake: stats.last_handshake,
                         tx_bytes: stats.tx_bytes,
+                        rx_bytes: stats.rx_bytes,
                     };
                     self.table.observe(key.as_bytes(), seen, now);
                 }
                 self.out_of_date()
             }
             Wake::Relay(Some(RelayEvent::Received { peer, region })) => {
-                self.table.relay_received(&peer, region);
+                self.table
+                    .relay_received(&peer, region, Instant::now().into_std());
                 self.out_of_date()
             }
             Wake::Relay(None) => {
@@ -269,7 +274,7 @@ impl Steering {
 
     fn out_of_date(&self) -> bool {
         self.table
-            .paths()
+            .paths(Instant::now().into_std())
             .any(|(key, path)| self.routed.get(key).is_some_and(|old| *old != path))
     }
 
