@@ -17,4 +17,4 @@ pub use plan::{
 };
 pub use probe::{Probe, ResponseOutcome, STUN_PHASE_TIMEOUT};
 pub use report::Report;
-pub use shell::run_once;
+pub use shell::{StunTransport, run_once, run_over};

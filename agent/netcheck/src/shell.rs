@@ -1,4 +1,4 @@
-//! A thin tokio driver for [`Probe`] on a given UDP socket.
+//! A thin tokio driver for [`Probe`]: on a given UDP socket, or over any [`StunTransport`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -39,11 +39,51 @@ pub async fn run_once(
             ipv6: true,
         },
     };
+    let mut transport = SocketTransport { socket, v6_socket };
+    run_over(&mut transport, opts, derp_map, history, timeout).await
+}
+
+/// Where STUN requests go out and responses come in: a socket of our own
+/// ([`run_once`]), or WireGuard's port shared with disco, whose reader hands us the STUN
+/// datagrams it receives.
+pub trait StunTransport {
+    /// Sends `packet` to `dst`; errors are ignored (that probe goes unanswered).
+    fn send(&mut self, dst: SocketAddr, packet: &[u8]) -> impl Future<Output = ()>;
+    /// The next datagram (the driver drops what is not STUN). An error that is not transient
+    /// ends the run.
+    fn recv(&mut self) -> impl Future<Output = std::io::Result<(SocketAddr, Vec<u8>)>>;
+}
+
+struct SocketTransport<'a> {
+    socket: &'a UdpSocket,
+    v6_socket: bool,
+}
+
+impl StunTransport for SocketTransport<'_> {
+    async fn send(&mut self, dst: SocketAddr, packet: &[u8]) {
+        let dst = if self.v6_socket { to_v6(dst) } else { dst };
+        let _ = self.socket.send_to(packet, dst).await;
+    }
+
+    async fn recv(&mut self) -> std::io::Result<(SocketAddr, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        let (n, from) = self.socket.recv_from(&mut buf).await?;
+        Ok((from, buf.get(..n).unwrap_or_default().to_vec()))
+    }
+}
+
+/// Runs one full netcheck over `transport` (see [`run_once`]).
+pub async fn run_over<T: StunTransport>(
+    transport: &mut T,
+    opts: PlanOptions,
+    derp_map: &DerpMap,
+    history: &mut History,
+    timeout: Duration,
+) -> Result<Report, Error> {
     let plan = Plan::full(derp_map, history.last_report(), opts);
     let start = Instant::now();
     let hard_deadline = start + timeout;
     let mut probe = Probe::new(plan, start.into_std());
-    let mut buf = [0u8; 1500];
 
     loop {
         let now = Instant::now();
@@ -51,8 +91,7 @@ pub async fn run_once(
             break;
         }
         while let Some((dst, pkt)) = probe.poll_transmit(now.into_std()) {
-            let dst = if v6_socket { to_v6(dst) } else { dst };
-            let _ = socket.send_to(&pkt, dst).await;
+            transport.send(dst, &pkt).await;
         }
         probe.handle_timeout(now.into_std());
         if probe.is_done() {
@@ -61,15 +100,13 @@ pub async fn run_once(
         let wake = probe
             .poll_timeout()
             .map_or(hard_deadline, |t| Instant::from_std(t).min(hard_deadline));
-        match tokio::time::timeout_at(wake, socket.recv_from(&mut buf)).await {
-            Ok(Ok((n, from))) => {
-                if let Some(pkt) = buf.get(..n)
-                    && meshgate_stun::is_stun(pkt)
-                {
-                    probe.handle_response(from, pkt, Instant::now().into_std());
+        match tokio::time::timeout_at(wake, transport.recv()).await {
+            Ok(Ok((from, pkt))) => {
+                if meshgate_stun::is_stun(&pkt) {
+                    probe.handle_response(from, &pkt, Instant::now().into_std());
                 }
             }
-            // ICMP feedback for an earlier datagram: the socket is still usable.
+            // ICMP feedback for an earlier datagram: the transport is still usable.
             Ok(Err(e)) if is_transient(&e) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(_elapsed) => {}
