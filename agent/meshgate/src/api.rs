@@ -84,6 +84,9 @@ pub struct PeerStatus {
     /// loopback bridge into DERP region `relay_region`) or `unreachable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The round trip of the last disco pong on the direct path, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_region: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,14 +423,21 @@ fn render(status: &Status, now: SystemTime) -> String {
     out
 }
 
-/// The endpoint column: the direct address, or the relay region for a relayed peer.
+/// The endpoint column: the direct address (with disco's latency), or the relay region for a
+/// relayed peer.
 fn shown_path(peer: &PeerStatus) -> String {
     match (peer.path.as_deref(), peer.relay_region) {
         (Some("relay"), Some(region)) => match peer.relay_region_code.as_deref() {
             Some(code) if !code.is_empty() => format!("relay {region} ({code})"),
             _ => format!("relay {region}"),
         },
-        _ => or_dash(peer.endpoint.as_deref().unwrap_or_default()).to_owned(),
+        _ => {
+            let endpoint = or_dash(peer.endpoint.as_deref().unwrap_or_default()).to_owned();
+            match peer.latency_ms {
+                Some(ms) => format!("{endpoint} ({ms:.1} ms)"),
+                None => endpoint,
+            }
+        }
     }
 }
 

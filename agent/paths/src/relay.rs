@@ -50,6 +50,13 @@ pub struct RelayConfig {
 pub enum RelayEvent {
     /// WireGuard traffic from `peer` arrived over `region` (sent once per peer and region).
     Received { peer: Key, region: u16 },
+    /// A disco packet (still sealed) from the node key `peer` over `region`; the daemon checks
+    /// the sender.
+    Disco {
+        peer: Key,
+        region: u16,
+        packet: Bytes,
+    },
 }
 
 /// One DERP region as `meshgate status` shows it.
@@ -82,6 +89,11 @@ enum Command {
         reply: oneshot::Sender<std::io::Result<SocketAddr>>,
     },
     Release(Key),
+    SendDisco {
+        peer: Key,
+        region: u16,
+        packet: Bytes,
+    },
     /// A bridge had a packet for a region we are not connected to.
     Wanted(u16),
     /// DERP delivered a packet from a peer that has no bridge yet.
@@ -183,6 +195,19 @@ impl Relay {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Sends a sealed disco packet to `peer` through `region` (connecting to it if needed; the
+    /// packet is dropped meanwhile, and disco retries).
+    pub async fn send_disco(&self, peer: Key, region: u16, packet: Bytes) {
+        let _ = self
+            .commands
+            .send(Command::SendDisco {
+                peer,
+                region,
+                packet,
+            })
+            .await;
+    }
+
     /// `peer` is no longer relayed: its bridge closes (call after the kernel has its direct
     /// endpoint, so roaming cannot pull the peer back to the bridge).
     pub async fn release(&self, peer: Key) {
@@ -282,6 +307,17 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Command::Release(peer) => self.release(&peer),
+            Command::SendDisco {
+                peer,
+                region,
+                packet,
+            } => match self.client(region) {
+                Some((client, last_used)) => {
+                    *lock(&last_used) = Some(Instant::now());
+                    let _ = client.try_send(NodePublic::from_bytes(peer), packet);
+                }
+                None => self.connect(region),
+            },
             Command::Wanted(region) => self.connect(region),
             Command::Inbound { peer, region, data } => {
                 if !self.peers.contains(&peer) {
@@ -434,6 +470,7 @@ impl Actor {
             self.bridges.clone(),
             last_used,
             self.commands.clone(),
+            self.events.clone(),
             self.config.wg_port,
         ));
         if let Some(old) = state.reader.replace(reader) {
@@ -628,7 +665,11 @@ async fn carry_to_derp(
 
 /// DERP → kernel for one region: WireGuard packets from peers with a bridge are sent from the
 /// bridge to the kernel; the first from a peer without one goes through the actor, which
-/// makes the bridge (only for known peers).
+/// makes the bridge (only for known peers). Disco packets go to the daemon.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one task's whole context, passed once"
+)]
 async fn read_region(
     region: u16,
     generation: u64,
@@ -636,6 +677,7 @@ async fn read_region(
     bridges: Bridges,
     last_used: Arc<std::sync::Mutex<Option<Instant>>>,
     commands: mpsc::Sender<Command>,
+    daemon: mpsc::Sender<RelayEvent>,
     wg_port: u16,
 ) {
     let kernel = SocketAddr::from((Ipv4Addr::LOCALHOST, wg_port));
@@ -647,11 +689,17 @@ async fn read_region(
         let Event::Packet { src, data } = event else {
             continue;
         };
-        if data.starts_with(DISCO_MAGIC) {
-            continue;
-        }
         *lock(&last_used) = Some(Instant::now());
         let peer = *src.as_bytes();
+        if data.starts_with(DISCO_MAGIC) {
+            // Disco is light; when the daemon is behind, dropping is what UDP would do.
+            let _ = daemon.try_send(RelayEvent::Disco {
+                peer,
+                region,
+                packet: data,
+            });
+            continue;
+        }
         let socket = bridges.read().ok().and_then(|b| {
             b.get(&peer)
                 .filter(|(_, r)| *r == region)

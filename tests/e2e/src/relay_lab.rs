@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use meshgate_netns_lab::Proc;
 use meshgate_wg::BackendChoice;
 
 use crate::tailnet_lab::{TailnetLab, ipv4_of, peer_count};
@@ -26,18 +27,26 @@ fn block_udp(net: &TailnetLab, i: usize, other: IpAddr) {
         .unwrap();
 }
 
-pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
-    let mut net = TailnetLab::new("relay", backend, 2);
+/// Two agents, a coordinator and a relay; UDP between the agents dropped when `block`.
+/// Returns the lab, its daemons, the agents' tailnet addresses and how long both directions
+/// took to ping.
+fn relayed_pair(
+    backend: BackendChoice,
+    block: bool,
+) -> (TailnetLab, Vec<Proc>, Vec<IpAddr>, Duration) {
+    let mut net = TailnetLab::new(if block { "relay" } else { "disco" }, backend, 2);
     let derp_flags = net.start_relay();
     let derp_flags: Vec<&str> = derp_flags.iter().map(String::as_str).collect();
     net.serve(&derp_flags);
     let lab_addrs: Vec<IpAddr> = (0..2)
         .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
         .collect();
-    block_udp(&net, 0, lab_addrs[1]);
-    block_udp(&net, 1, lab_addrs[0]);
+    if block {
+        block_udp(&net, 0, lab_addrs[1]);
+        block_udp(&net, 1, lab_addrs[0]);
+    }
     let started = Instant::now();
-    let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
+    let daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let addresses: Vec<IpAddr> = loop {
@@ -60,22 +69,25 @@ pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
         std::thread::sleep(Duration::from_millis(200));
     };
 
-    // Both ways by tailnet address: only DERP can carry it.
+    // Both ways by tailnet address.
     let deadline = Instant::now() + Duration::from_secs(60);
     for (i, j) in [(0, 1), (1, 0)] {
         while !net.agents[i].ping(addresses[j], 1) {
             assert!(
                 Instant::now() < deadline,
-                "n{i} cannot reach n{j} through the relay: {:#?}\n{}",
+                "n{i} cannot reach n{j}: {:#?}\n{}",
                 net.status(i),
                 net.logs()
             );
         }
     }
-    println!(
-        "UDP blocked: both directions through the relay {:?} after the daemons started",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    (net, daemons, addresses, took)
+}
+
+pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
+    let (net, _daemons, _, took) = relayed_pair(backend, true);
+    println!("UDP blocked: both directions through the relay {took:?} after the daemons started");
     for i in 0..2 {
         let shown = net.status(i).unwrap();
         let peer = &shown["peers"][0];
@@ -97,4 +109,30 @@ pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
         let (ok, text) = net.meshgate(i, &["status"]);
         assert!(ok && text.contains("relay 900 (meshgate)"), "n{i}: {text}");
     }
+}
+
+/// The same pair with UDP open: they start relayed and disco moves them to a direct path (the
+/// other agent's lab address, with a measured latency); traffic keeps flowing.
+pub fn open_pair_goes_direct(backend: BackendChoice) {
+    let (net, _daemons, addresses, took) = relayed_pair(backend, false);
+    let lab_addrs: Vec<IpAddr> = (0..2)
+        .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
+        .collect();
+    for (i, j) in [(0, 1), (1, 0)] {
+        let want = format!("{}:41641", lab_addrs[j]);
+        net.wait_status(i, "a direct path proven by disco", |s| {
+            s.as_ref().is_some_and(|s| {
+                let peer = &s["peers"][0];
+                peer["path"] == "direct"
+                    && peer["endpoint"] == want.as_str()
+                    && peer["latency_ms"].is_f64()
+            })
+        });
+        assert!(
+            net.agents[i].ping(addresses[j], 2),
+            "n{i} lost n{j}\n{}",
+            net.logs()
+        );
+    }
+    println!("UDP open: reachable after {took:?}, then direct");
 }

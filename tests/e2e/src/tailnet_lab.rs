@@ -252,6 +252,9 @@ pub fn status_at(host: &Host, socket: &Path) -> Option<serde_json::Value> {
     command.args(["status", "--json", "--socket"]).arg(socket);
     let output = command.output().ok()?;
     if !output.status.success() {
+        if std::env::var_os("MESHGATE_E2E_LOGS").is_some() {
+            eprintln!("status: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
         return None;
     }
     serde_json::from_slice(&output.stdout).ok()

@@ -23,3 +23,8 @@ fn userspace_policy_edit_reaches_every_agent() {
 fn userspace_udp_blocked_pair_talks_through_relay() {
     meshgate_e2e::relay_lab::udp_blocked_pair_talks_through_relay(Userspace);
 }
+
+#[test]
+fn userspace_open_pair_goes_direct() {
+    meshgate_e2e::relay_lab::open_pair_goes_direct(Userspace);
+}

@@ -1,7 +1,6 @@
 //! Control mode: the control client's session, `meshgate up`/`down`/`logout`, and the loop
 //! that applies each network map.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -164,8 +163,6 @@ struct Session {
     peers: watch::Receiver<PeerDirectory>,
     /// The fatal error the client ended with (`None` while it runs).
     ended: watch::Receiver<Option<String>>,
-    /// The host's endpoints, re-read at every reconcile; a change goes to control at once.
-    endpoints: watch::Sender<Vec<SocketAddr>>,
     /// Control's latest configuration, before path steering sets the endpoints.
     raw: Option<InterfaceConfig>,
     steering: Steering,
@@ -222,7 +219,18 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
             })
             .ok()
     });
-    let steering = Steering::start(args.port, derp_ca, derp_maps, net_info_tx);
+    // The host's endpoints, re-read at every reconcile, and the STUN-mapped one go to control
+    // through the steering (a change at once, as a lite map request).
+    let mut steering = Steering::start(
+        args.port,
+        cfg.wg.fwmark,
+        derp_ca,
+        derp_maps,
+        net_info_tx,
+        endpoints,
+    );
+    cfg.disco_key = Some(steering.disco_public());
+    steering.set_local_endpoints(cfg.endpoints.clone());
     let (config_tx, configs) = watch::channel(None::<InterfaceConfig>);
     let (peers_tx, peers) = watch::channel(PeerDirectory::new());
     let (ended_tx, ended) = watch::channel(None::<String>);
@@ -236,7 +244,6 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         configs,
         peers,
         ended,
-        endpoints,
         raw: None,
         steering,
     })
@@ -428,15 +435,8 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     applied = result.is_ok().then(|| config.clone());
                     log_result(&config.name, result);
                 }
-                if let Some(s) = &session {
-                    let found = local_endpoints(args.port, &args.iface);
-                    s.endpoints.send_if_modified(|current| {
-                        let changed = *current != found;
-                        if changed {
-                            *current = found;
-                        }
-                        changed
-                    });
+                if let Some(s) = &mut session {
+                    s.steering.set_local_endpoints(local_endpoints(args.port, &args.iface));
                 }
                 continue;
             }

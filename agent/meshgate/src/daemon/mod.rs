@@ -28,6 +28,7 @@ use crate::cli::DaemonArgs;
 type BoxError = Box<dyn std::error::Error>;
 
 mod control;
+mod disco;
 mod endpoints;
 mod paths;
 mod prefs;

@@ -1,22 +1,34 @@
 //! Path steering in control mode: which endpoint the kernel uses for each peer. Control's
 //! configuration names each peer's first direct endpoint; here it is replaced by the path the
-//! [`PathTable`] chose: a direct endpoint proven by a WireGuard handshake, or, while a peer is
-//! relayed, the loopback endpoint of its [`Relay`] bridge. A netcheck task measures the DERP
-//! regions, picks our home region (told to control as NetInfo) and the relay keeps it
-//! connected.
+//! [`PathTable`] chose: a direct endpoint proven by disco (or, for a peer without disco, by a
+//! WireGuard handshake), or, while a peer is relayed, the loopback endpoint of its [`Relay`]
+//! bridge. Disco and STUN use WireGuard's own port through raw sockets ([`SharedPort`]); where
+//! those cannot be opened, disco is off and netcheck uses a socket of its own. A netcheck task
+//! measures the DERP regions, picks our home region (told to control as NetInfo) and learns our
+//! STUN-mapped endpoint; the relay keeps the home region connected.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use meshgate_disco::Message;
+use meshgate_netcheck::PlanOptions;
+use meshgate_paths::Via;
+use meshgate_sharedport::SharedPort;
+
 use meshgate_control::netmap::PeerDirectory;
-use meshgate_netcheck::{History, run_once};
+use meshgate_netcheck::{History, run_once, run_over};
 use meshgate_paths::{Path, PathTable, PeerPaths, Relay, RelayConfig, RelayEvent, WgObservation};
-use meshgate_tailcfg::{DerpMap, NetInfo, NodePrivate};
+use meshgate_tailcfg::{DerpMap, DiscoPublic, NetInfo, NodePrivate, NodePublic};
 use meshgate_wg::{Engine, InterfaceConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::disco::{DiscoKeys, PortTransport, message as disco_message, read_port, usable};
 
 type Key = [u8; 32];
 
@@ -29,8 +41,12 @@ const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// One peer's path as `meshgate status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Shown {
-    Direct(std::net::SocketAddr),
-    Relay { region: u16, code: String },
+    /// A direct address, and the latency disco measured on it (none for a peer without disco).
+    Direct(SocketAddr, Option<Duration>),
+    Relay {
+        region: u16,
+        code: String,
+    },
     Unreachable,
 }
 
@@ -50,6 +66,12 @@ pub(super) enum Wake {
     Relay(Option<RelayEvent>),
     Home,
     DerpMap,
+    /// A disco packet arrived on WireGuard's port.
+    DiscoUdp(SocketAddr, Bytes),
+    /// The path table's timers are due.
+    Timer,
+    /// Our STUN-mapped endpoint changed.
+    Stun,
 }
 
 /// The session's path steering. Dropping it stops the relay and netcheck.
@@ -67,6 +89,17 @@ pub(super) struct Steering {
     home_open: bool,
     netcheck: JoinHandle<()>,
     observe: Interval,
+    disco: DiscoKeys,
+    port: Option<Arc<SharedPort>>,
+    port_reader: Option<JoinHandle<()>>,
+    disco_in: Option<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    /// Our node key, for the pings we send.
+    node_public: Option<NodePublic>,
+    /// Our endpoints: the host's addresses (from the daemon) and the STUN-mapped one.
+    local: Vec<SocketAddr>,
+    stun: watch::Receiver<Option<SocketAddr>>,
+    stun_open: bool,
+    endpoints_out: watch::Sender<Vec<SocketAddr>>,
     /// Paths written in the last routed configuration, and bridges to close once it is applied.
     routed: BTreeMap<Key, Path>,
     release_after_apply: Vec<Key>,
@@ -76,20 +109,52 @@ pub(super) struct Steering {
 impl Drop for Steering {
     fn drop(&mut self) {
         self.netcheck.abort();
+        if let Some(reader) = &self.port_reader {
+            reader.abort();
+        }
     }
 }
 
 impl Steering {
-    /// Starts netcheck on the DERP maps control publishes on `derp_map`; NetInfo goes to
-    /// control through `net_info`.
+    /// Opens WireGuard's shared port (WireGuard's `fwmark` on what we send) and starts netcheck
+    /// on the DERP maps control publishes on `derp_map`; NetInfo goes to control through
+    /// `net_info`, our endpoints through `endpoints_out`.
     pub fn start(
         wg_port: u16,
+        fwmark: u32,
         extra_ca: Option<Vec<u8>>,
         derp_map: watch::Receiver<Option<DerpMap>>,
         net_info: watch::Sender<Option<NetInfo>>,
+        endpoints_out: watch::Sender<Vec<SocketAddr>>,
     ) -> Steering {
         let (home_tx, home) = watch::channel(None);
-        let netcheck = tokio::spawn(netcheck_loop(derp_map.clone(), net_info, home_tx));
+        let (stun_tx, stun) = watch::channel(None);
+        let (port, port_reader, disco_in, transport) = match SharedPort::open(wg_port, fwmark) {
+            Ok(port) => {
+                let port = Arc::new(port);
+                let (disco_tx, disco_rx) = mpsc::channel(256);
+                let (stun_udp_tx, stun_udp_rx) = mpsc::channel(64);
+                let reader = tokio::spawn(read_port(port.clone(), disco_tx, stun_udp_tx));
+                let transport = Transport::Port(PortTransport {
+                    port: port.clone(),
+                    stun: stun_udp_rx,
+                });
+                (Some(port), Some(reader), Some(disco_rx), transport)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "WireGuard's port {wg_port} cannot be shared ({e}): no disco; peers are tried by handshake"
+                );
+                (None, None, None, Transport::OwnSocket)
+            }
+        };
+        let netcheck = tokio::spawn(netcheck_loop(
+            transport,
+            derp_map.clone(),
+            net_info,
+            home_tx,
+            stun_tx,
+        ));
         let mut observe = tokio::time::interval(OBSERVE_EVERY);
         observe.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Steering {
@@ -104,6 +169,15 @@ impl Steering {
             home_open: true,
             netcheck,
             observe,
+            disco: DiscoKeys::generate(),
+            port,
+            port_reader,
+            disco_in,
+            node_public: None,
+            local: Vec::new(),
+            stun,
+            stun_open: true,
+            endpoints_out,
             routed: BTreeMap::new(),
             release_after_apply: Vec::new(),
             peers: PeerDirectory::new(),
@@ -113,16 +187,18 @@ impl Steering {
     /// `raw` (control's configuration) with each peer's endpoint set to its chosen path.
     pub async fn route(&mut self, raw: &InterfaceConfig, peers: &PeerDirectory) -> InterfaceConfig {
         if let Some(key) = &raw.device.private_key {
-            self.ensure_relay(NodePrivate::from_bytes(*key.as_bytes()))
-                .await;
+            let node = NodePrivate::from_bytes(*key.as_bytes());
+            self.node_public = Some(node.public());
+            self.ensure_relay(node).await;
         }
         if *peers != self.peers {
+            self.disco.set_peers(peers);
+            let disco_works = self.port.is_some();
             self.table.set_peers(peers.iter().map(|(key, info)| {
                 let paths = PeerPaths {
                     endpoints: info.endpoints.clone(),
                     home_region: info.home_derp,
-                    // Disco needs the shared WireGuard port; until then, handshakes decide.
-                    disco: false,
+                    disco: disco_works && info.disco_key.is_some(),
                 };
                 (*key, paths)
             }));
@@ -200,6 +276,35 @@ impl Steering {
         self.relay_events = Some(events);
     }
 
+    /// Our disco key, for control.
+    pub fn disco_public(&self) -> DiscoPublic {
+        self.disco.public()
+    }
+
+    /// The host's own endpoints (re-read by the daemon); with the STUN-mapped one they go to
+    /// control and into our CallMeMaybes.
+    pub fn set_local_endpoints(&mut self, local: Vec<SocketAddr>) {
+        self.local = local;
+        self.publish_endpoints();
+    }
+
+    fn publish_endpoints(&mut self) {
+        let mut endpoints = self.local.clone();
+        if let Some(mapped) = *self.stun.borrow()
+            && !endpoints.contains(&mapped)
+        {
+            endpoints.push(mapped);
+        }
+        self.table.set_local_endpoints(endpoints.clone());
+        self.endpoints_out.send_if_modified(|current| {
+            let changed = *current != endpoints;
+            if changed {
+                *current = endpoints;
+            }
+            changed
+        });
+    }
+
     /// Waits for something that may change a path. Cancel-safe (it only receives): the
     /// daemon's loop drops it whenever something else happens first, so the work is done by
     /// [`Steering::handle`], outside the race.
@@ -210,9 +315,29 @@ impl Steering {
                 None => std::future::pending().await,
             }
         };
+        let disco_in = async {
+            match &mut self.disco_in {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let timer = async {
+            match self.table.poll_timeout() {
+                Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.observe.tick() => Wake::Observe,
             event = events => Wake::Relay(event),
+            datagram = disco_in => match datagram {
+                Some((src, packet)) => Wake::DiscoUdp(src, packet),
+                None => {
+                    self.disco_in = None;
+                    Wake::Timer
+                }
+            },
+            () = timer => Wake::Timer,
             changed = self.home.changed(), if self.home_open => {
                 self.home_open = changed.is_ok();
                 Wake::Home
@@ -221,21 +346,25 @@ impl Steering {
                 self.derp_map_open = changed.is_ok();
                 Wake::DerpMap
             }
+            changed = self.stun.changed(), if self.stun_open => {
+                self.stun_open = changed.is_ok();
+                Wake::Stun
+            }
         }
     }
 
     /// Acts on what [`Steering::wake`] returned; true when the routed configuration is out of
     /// date (route and apply again).
     pub async fn handle(&mut self, wake: Wake, engine: &Engine, interface: &str) -> bool {
+        let now = Instant::now().into_std();
         match wake {
             Wake::Observe => {
-                if !self.table.trying() {
+                if self.peers.is_empty() {
                     return false;
                 }
                 let Ok(state) = engine.read(interface).await else {
                     return false;
                 };
-                let now = Instant::now().into_std();
                 for (key, stats) in &state.device.stats {
                     let seen = WgObservation {
                         last_handshake: stats.last_handshake,
@@ -244,30 +373,92 @@ impl Steering {
                     };
                     self.table.observe(key.as_bytes(), seen, now);
                 }
-                self.out_of_date()
             }
             Wake::Relay(Some(RelayEvent::Received { peer, region })) => {
-                self.table
-                    .relay_received(&peer, region, Instant::now().into_std());
-                self.out_of_date()
+                self.table.relay_received(&peer, region, now);
+            }
+            Wake::Relay(Some(RelayEvent::Disco {
+                peer,
+                region,
+                packet,
+            })) => {
+                let Some(message) = self.disco.open_derp(&peer, &packet) else {
+                    return false;
+                };
+                let via = Via::Derp(region);
+                match message {
+                    Message::Ping(ping) => self.table.handle_ping(&peer, via, ping.tx_id, now),
+                    Message::Pong(pong) => self.table.handle_pong(&peer, via, pong.tx_id, now),
+                    Message::CallMeMaybe(cmm) => {
+                        self.table
+                            .handle_call_me_maybe(&peer, &usable(&cmm.endpoints), now)
+                    }
+                    Message::Unsupported(_) => {}
+                }
             }
             Wake::Relay(None) => {
                 self.relay_events = None;
-                false
+                return false;
             }
+            Wake::DiscoUdp(src, packet) => {
+                let Some((peer, message)) = self.disco.open_udp(&packet) else {
+                    return false;
+                };
+                let via = Via::Udp(src);
+                match message {
+                    Message::Ping(ping) => self.table.handle_ping(&peer, via, ping.tx_id, now),
+                    Message::Pong(pong) => self.table.handle_pong(&peer, via, pong.tx_id, now),
+                    // CallMeMaybe counts only over DERP, where the sender's node key is known.
+                    Message::CallMeMaybe(_) | Message::Unsupported(_) => return false,
+                }
+            }
+            Wake::Timer => self.table.handle_timeout(now),
             Wake::Home => {
                 let home = *self.home.borrow_and_update();
                 if let Some((relay, _)) = &self.relay {
                     relay.set_home(home).await;
                 }
-                false
+                return false;
             }
             Wake::DerpMap => {
                 let map = self.derp_map.borrow_and_update().clone();
                 if let (Some(map), Some((relay, _))) = (map, &self.relay) {
                     relay.set_derp_map(map).await;
                 }
-                false
+                return false;
+            }
+            Wake::Stun => {
+                self.stun.borrow_and_update();
+                self.publish_endpoints();
+                return false;
+            }
+        }
+        self.send_disco().await;
+        self.out_of_date()
+    }
+
+    /// Seals and sends what the path table queued: over the shared port or through DERP.
+    async fn send_disco(&mut self) {
+        while let Some(transmit) = self.table.poll_transmit() {
+            let message = disco_message(transmit.msg, self.node_public);
+            let Some(packet) = self.disco.seal(&transmit.peer, &message) else {
+                continue;
+            };
+            match transmit.via {
+                Via::Udp(dst) => {
+                    if let Some(port) = &self.port
+                        && let Err(e) = port.send_to(&packet, dst).await
+                    {
+                        tracing::debug!(%dst, "disco over the shared port: {e}");
+                    }
+                }
+                Via::Derp(region) => {
+                    if let Some((relay, _)) = &self.relay {
+                        relay
+                            .send_disco(transmit.peer, region, Bytes::from(packet))
+                            .await;
+                    }
+                }
             }
         }
     }
@@ -282,7 +473,7 @@ impl Steering {
     pub fn shown(&self, key: &Key) -> Option<Shown> {
         let path = self.routed.get(key)?;
         Some(match *path {
-            Path::Direct(addr) => Shown::Direct(addr),
+            Path::Direct(addr) => Shown::Direct(addr, self.table.latency(key)),
             Path::Relay { region } => Shown::Relay {
                 region,
                 code: self.region_code(region),
@@ -319,26 +510,53 @@ impl Steering {
     }
 }
 
+/// Where netcheck sends its STUN requests.
+enum Transport {
+    /// WireGuard's shared port: the mapped address is WireGuard's.
+    Port(PortTransport),
+    /// A socket of its own (no raw sockets): latencies only, the mapped address is not ours to
+    /// advertise.
+    OwnSocket,
+}
+
 /// Measures the DERP regions of the latest map every [`NETCHECK_EVERY`] (and when the map
-/// changes), publishing NetInfo for control and the home region for the relay.
+/// changes), publishing NetInfo for control, the home region for the relay and, over the
+/// shared port, our STUN-mapped endpoint.
 async fn netcheck_loop(
+    mut transport: Transport,
     mut derp_map: watch::Receiver<Option<DerpMap>>,
     net_info: watch::Sender<Option<NetInfo>>,
     home: watch::Sender<Option<u16>>,
+    stun: watch::Sender<Option<SocketAddr>>,
 ) {
-    // Its own socket for now: the shared WireGuard port comes with disco.
-    let socket = match UdpSocket::bind("0.0.0.0:0").await {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::warn!("netcheck: no UDP socket ({e}); no home DERP region");
-            return;
-        }
+    let own_socket = match &transport {
+        Transport::Port(_) => None,
+        Transport::OwnSocket => match UdpSocket::bind("0.0.0.0:0").await {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                tracing::warn!("netcheck: no UDP socket ({e}); no home DERP region");
+                return;
+            }
+        },
     };
     let mut history = History::new();
     loop {
         let map = derp_map.borrow_and_update().clone();
         if let Some(map) = map.filter(|m| !m.regions.is_empty()) {
-            match run_once(&socket, &map, &mut history, NETCHECK_TIMEOUT).await {
+            let result = match (&mut transport, &own_socket) {
+                (Transport::Port(port), _) => {
+                    let opts = PlanOptions {
+                        ipv4: true,
+                        ipv6: true,
+                    };
+                    run_over(port, opts, &map, &mut history, NETCHECK_TIMEOUT).await
+                }
+                (Transport::OwnSocket, Some(socket)) => {
+                    run_once(socket, &map, &mut history, NETCHECK_TIMEOUT).await
+                }
+                (Transport::OwnSocket, None) => return,
+            };
+            match result {
                 Ok(mut report) => {
                     if report.preferred_derp == 0 {
                         // UDP found no region: keep a home anyway, or no peer could reach us
@@ -352,7 +570,7 @@ async fn netcheck_loop(
                     let preferred = u16::try_from(report.preferred_derp)
                         .ok()
                         .filter(|r| *r != 0);
-                    tracing::debug!(udp = report.udp, home = ?preferred, latencies = ?report.region_latency, "netcheck");
+                    tracing::debug!(udp = report.udp, home = ?preferred, mapped = ?report.global_v4, latencies = ?report.region_latency, "netcheck");
                     net_info.send_if_modified(|current| {
                         let new = Some(report.net_info());
                         // Latencies move every run; only a new home or UDP verdict is news.
@@ -368,6 +586,13 @@ async fn netcheck_loop(
                         *current = preferred;
                         changed
                     });
+                    if matches!(transport, Transport::Port(_)) && report.global_v4.is_some() {
+                        stun.send_if_modified(|current| {
+                            let changed = *current != report.global_v4;
+                            *current = report.global_v4;
+                            changed
+                        });
+                    }
                 }
                 Err(e) => tracing::warn!("netcheck: {e}"),
             }

@@ -61,6 +61,7 @@ pub(super) async fn status(
                 allowed_ips: peer.allowed_ips.iter().map(ToString::to_string).collect(),
                 endpoint: peer.endpoint.map(|e| e.to_string()),
                 path: None,
+                latency_ms: None,
                 relay_region: None,
                 relay_region_code: None,
                 latest_handshake: crate::show::unix_seconds(stats.last_handshake),
@@ -83,7 +84,10 @@ pub(super) fn add_session(status: &mut Status, directory: &PeerDirectory, steeri
             peer.online = info.online;
         }
         match steering.shown(key.as_bytes()) {
-            Some(Shown::Direct(_)) => peer.path = Some("direct".to_owned()),
+            Some(Shown::Direct(_, latency)) => {
+                peer.path = Some("direct".to_owned());
+                peer.latency_ms = latency.map(|l| l.as_secs_f64() * 1000.0);
+            }
             Some(Shown::Relay { region, code }) => {
                 peer.path = Some("relay".to_owned());
                 peer.relay_region = Some(region);

@@ -1,12 +1,11 @@
-//! `meshgate demo`: the whole system so far, in a throw-away lab of network namespaces.
+//! Act 1: meshgate's engine programs WireGuard directly (config mode, no control plane).
 //!
 //! An office router with a LAN (a printer on 10.1.0.0/24) and a laptop behind a home NAT, both
 //! on a lab "internet". meshgate programs a WireGuard interface on each; the laptop reaches the
 //! office and, through it, the printer; a second apply writes nothing; a change writes one
-//! peer. Everything is deleted at the end, also on error.
+//! peer. The lab is deleted at the end, also on error.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use ipnet::IpNet;
 use meshgate_netns_lab::{Host, Lab, NatKind};
@@ -15,31 +14,15 @@ use meshgate_wg::{
     Route,
 };
 
-use crate::cli::DemoArgs;
+use super::{DemoResult, Steps, ping};
 use crate::show::InterfaceView;
-
-type DemoResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const OFFICE_TUNNEL: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 const LAPTOP_TUNNEL: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const MAIN_TABLE: u32 = 254;
 
-pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let backend: BackendChoice = args.backend.into();
-    // The lab and the engine work from their own threads (namespaces are per thread).
-    tokio::task::spawn_blocking(move || demo(backend))
-        .await?
-        .map_err(|e| e as Box<dyn std::error::Error>)?;
-    Ok(())
-}
-
-fn step(text: &str) {
-    println!("\n== {text}");
-}
-
-fn demo(backend: BackendChoice) -> DemoResult<()> {
-    let started = Instant::now();
-    step("Building the lab: office router + LAN, laptop behind a home NAT, a lab internet");
+pub(super) fn act(steps: &mut Steps, backend: BackendChoice) -> DemoResult<()> {
+    steps.step("Building the lab: office router + LAN, laptop behind a home NAT, a lab internet");
     let lab = Lab::new("demo")?;
     let internet = lab.add_switch("internet")?;
     let office = lab.add_router("office", &internet, NatKind::None)?;
@@ -85,7 +68,7 @@ fn demo(backend: BackendChoice) -> DemoResult<()> {
         },
     );
 
-    step("Programming WireGuard on both sites (create, keys, port, peers, addresses)");
+    steps.step("Programming WireGuard on both sites (create, keys, port, peers, addresses)");
     let report = apply(office.host(), backend, &office_if)?;
     println!("   office: {report}");
     if !report.backend.starts_with("kernel") {
@@ -96,13 +79,13 @@ fn demo(backend: BackendChoice) -> DemoResult<()> {
     }
     println!("   laptop: {}", apply(&laptop, backend, &laptop_if)?);
 
-    step("Laptop pings the office through the tunnel (across the home NAT)");
+    steps.step("Laptop pings the office through the tunnel (across the home NAT)");
     ping(&laptop, IpAddr::V4(OFFICE_TUNNEL))?;
 
-    step("Applying the same configuration again: only differences are written");
+    steps.step("Applying the same configuration again: only differences are written");
     println!("   laptop: {}", apply(&laptop, backend, &laptop_if)?);
 
-    step("Routing the office LAN through the tunnel: one peer changes, nothing else");
+    steps.step("Routing the office LAN through the tunnel: one peer changes, nothing else");
     let office_peer = laptop_if
         .device
         .peers
@@ -116,18 +99,16 @@ fn demo(backend: BackendChoice) -> DemoResult<()> {
     println!("   laptop: {}", apply(&laptop, backend, &laptop_if)?);
     ping(&laptop, printer_ip)?;
 
-    step("The laptop's interface as the system reports it (`meshgate wg show`)");
+    steps.step("The laptop's interface as the system reports it (`meshgate wg show`)");
     let state = read(&laptop, &laptop_if.name)?;
     for line in InterfaceView::from_state(&state).to_text().lines() {
         println!("   {line}");
     }
 
-    step("Cleaning up");
-    drop(lab);
-    println!(
-        "   lab removed; the demo took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    steps.step("Cleaning up");
+    let namespaces = lab.namespaces().len();
+    lab.close()?;
+    println!("   {namespaces} namespaces and the WireGuard interfaces in them removed");
     Ok(())
 }
 
@@ -175,24 +156,4 @@ fn read(host: &Host, name: &str) -> DemoResult<meshgate_wg::engine::InterfaceSta
     in_host(host, BackendChoice::Auto, async move |engine| {
         engine.read(name).await
     })
-}
-
-fn ping(host: &Host, target: IpAddr) -> DemoResult<()> {
-    let output = host.exec(
-        ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2"]
-            .into_iter()
-            .chain([target.to_string().as_str()]),
-    )?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    for line in text
-        .lines()
-        .filter(|l| l.contains("packets") || l.contains("rtt"))
-    {
-        println!("   {line}");
-    }
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("no answer from {target}").into())
-    }
 }
