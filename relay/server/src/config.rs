@@ -44,6 +44,10 @@ pub struct Config {
     pub queue_depth: usize,
     /// Per-client disco packet queue, served before the packet queue.
     pub disco_queue_depth: usize,
+    /// How long a sender may wait for room in a draining receiver's full queue before the
+    /// oldest packet is dropped (zero: drop at once, as Go's server does). A receiver that
+    /// drained nothing for 100 ms is never waited for.
+    pub backpressure: Duration,
     pub rate_limit: Option<RateLimit>,
     /// KeepAlive period (plus 0–5 s jitter).
     pub keepalive: Duration,
@@ -60,6 +64,7 @@ impl Default for Config {
             key: KeySource::Ephemeral,
             queue_depth: 32,
             disco_queue_depth: 32,
+            backpressure: Duration::from_millis(5),
             rate_limit: None,
             keepalive: Duration::from_secs(60),
             write_timeout: Duration::from_secs(2),

@@ -26,7 +26,7 @@ async fn fill(
     buf: &mut BytesMut,
 ) -> Result<(), meshgate_derp::Error> {
     if buf.capacity() - buf.len() < 2048 {
-        buf.reserve(8 << 10);
+        buf.reserve(64 << 10);
     }
     match rd.read_buf(buf).await? {
         0 => Err(meshgate_derp::Error::Closed),
@@ -153,6 +153,7 @@ async fn reader(
         .config
         .rate_limit
         .map(|r| TokenBucket::new(r.bytes_per_sec, burst(r.burst_bytes), Instant::now()));
+    let mut last_dst = None;
     loop {
         let Some(f) = frame::decode(&mut buf, SERVER_MAX_FRAME)? else {
             fill(rd, &mut buf).await?;
@@ -166,7 +167,10 @@ async fn reader(
                         sleep(wait).await;
                     }
                 }
-                shared.registry.route(slot, dst, data);
+                shared
+                    .registry
+                    .route(slot, dst, data, shared.config.backpressure, &mut last_dst)
+                    .await;
             }
             Frame::Ping(d) => {
                 slot.outbox.push_ctrl(Frame::Pong(d));

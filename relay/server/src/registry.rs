@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use meshgate_derp::{Frame, PeerGoneReason};
@@ -118,7 +118,18 @@ impl Registry {
     }
 
     /// Routes a SendPacket from `src` to `dst`.
-    pub fn route(&self, src: &Slot, dst: NodePublic, data: Bytes) {
+    /// Queues `data` from `src` for `dst`; if `dst`'s queue is full, first waits up to `wait`
+    /// for room while `dst` is draining (never for disco, which has its own queue). `last_dst`
+    /// is the reader's memory of where it sent last, so the set of receivers (for PeerGone) is
+    /// touched only when the destination changes.
+    pub async fn route(
+        &self,
+        src: &Slot,
+        dst: NodePublic,
+        data: Bytes,
+        wait: Duration,
+        last_dst: &mut Option<NodePublic>,
+    ) {
         Stats::inc(&self.stats.packets_received);
         let disco = looks_like_disco(&data);
         if disco {
@@ -148,14 +159,23 @@ impl Registry {
             }
             return;
         };
-        match target.outbox.push_packet(src.key, data, disco) {
+        let may_wait = !disco && !wait.is_zero();
+        let mut pushed = target.outbox.push_packet(src.key, data, disco, !may_wait);
+        if let Push::Full(data) = pushed {
+            target.outbox.wait_for_room(wait).await;
+            pushed = target.outbox.push_packet(src.key, data, disco, true);
+        }
+        match pushed {
             Push::Queued => {}
-            Push::DroppedOldest => self.stats.dropped(DropReason::QueueFull, 1),
+            Push::DroppedOldest | Push::Full(_) => self.stats.dropped(DropReason::QueueFull, 1),
             Push::Closed => self.stats.dropped(DropReason::Gone, 1),
         }
-        src.sent_to
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dst);
+        if *last_dst != Some(dst) {
+            src.sent_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dst);
+            *last_dst = Some(dst);
+        }
     }
 }

@@ -43,17 +43,29 @@ pub struct TailnetLab {
 
 impl TailnetLab {
     pub fn new(name: &str, backend: BackendChoice, agents: usize) -> TailnetLab {
+        TailnetLab::with_agents(name, backend, |lab, switch| {
+            (0..agents)
+                .map(|i| {
+                    let host = lab.add_host(&format!("n{i}")).unwrap();
+                    switch.attach(&host).unwrap();
+                    host
+                })
+                .collect()
+        })
+    }
+
+    /// A lab whose agents `place` puts somewhere reachable from the switch the coordinator is
+    /// on (behind NAT routers, say); agent i is `n<i>`.
+    pub fn with_agents(
+        name: &str,
+        backend: BackendChoice,
+        place: impl FnOnce(&Lab, &Segment) -> Vec<Host>,
+    ) -> TailnetLab {
         let lab = Lab::new(name).unwrap();
         let switch = lab.add_switch("sw").unwrap();
         let coordinator = lab.add_host("coord").unwrap();
         switch.attach(&coordinator).unwrap();
-        let agents: Vec<Host> = (0..agents)
-            .map(|i| {
-                let host = lab.add_host(&format!("n{i}")).unwrap();
-                switch.attach(&host).unwrap();
-                host
-            })
-            .collect();
+        let agents = place(&lab, &switch);
         let dir = TempDir::new(name);
         let db = dir.0.join("coordinator.db");
         let secret = coordinator
@@ -179,7 +191,10 @@ impl TailnetLab {
             .arg("--socket")
             .arg(&self.sockets[i])
             .args(extra)
-            .env("MESHGATE_LOG", "info,meshgate_control=debug")
+            .env(
+                "MESHGATE_LOG",
+                "info,meshgate_control=debug,meshgate::daemon::paths=trace",
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(state.join(format!("daemon-{run}.log"))).unwrap());
         self.agents[i].spawn(daemon).expect("daemon")

@@ -35,7 +35,8 @@ pub enum NatKind {
     /// Plain routing: LAN addresses are seen outside (outside hosts need a route back).
     #[default]
     None,
-    /// One external port per LAN socket, whatever the destination ("cone" NAT).
+    /// One external port per LAN socket, whatever the destination, open to any outside sender
+    /// once mapped ("full cone": endpoint-independent mapping and filtering).
     EndpointIndependent,
     /// A new external port for each destination ("symmetric" NAT).
     EndpointDependent,
@@ -108,14 +109,29 @@ pub(crate) fn ruleset(nat: Nat, wan_if: &str, wan_addr: Ipv4Addr) -> Option<Stri
         // Without hairpinning, LAN packets to the external address would reach the router's
         // own stack; with it, those for unmapped ports would. A NAT box drops both.
         let drop = format!("iifname != {wan} ip daddr {wan_addr} meta l4proto udp drop");
+        // Unsolicited UDP from outside to a port with no mapping yet: dropped, as a home
+        // router's firewall does. Delivered to the router's own stack instead, it would leave
+        // a conntrack entry that makes the mapping created a moment later pick another port,
+        // which no hole punching survives.
+        let unsolicited =
+            format!("iifname {wan} ip daddr {wan_addr} meta l4proto udp ct state new drop");
         body.push(chain(
             "input",
             Some("filter hook input priority filter"),
-            vec![drop],
+            vec![drop, unsolicited],
         ));
     }
 
     let mut prerouting = Vec::new();
+    if eim {
+        // Endpoint-independent filtering too ("full cone"): once a LAN socket has a mapping,
+        // anyone outside may send to it. This is what lets a peer behind an
+        // endpoint-dependent NAT reach it from a port it has never seen.
+        prerouting.push(format!(
+            "iifname {wan} ip daddr {wan_addr} udp dport @mappings \
+             dnat ip to udp dport map @mappings"
+        ));
+    }
     if hairpin {
         prerouting.push(format!(
             "iifname != {wan} ip daddr {wan_addr} udp dport @mappings \
@@ -225,11 +241,16 @@ mod tests {
     }
 
     #[test]
-    fn hairpin_adds_the_dnat() {
+    fn hairpin_adds_the_lan_side_dnat_and_only_eim_opens_mappings_to_everyone() {
         let off = ruleset(NatKind::EndpointIndependent.into(), "eth0", WAN).unwrap();
         let on = ruleset(NatKind::EndpointIndependent.with_hairpin(), "eth0", WAN).unwrap();
-        assert!(!off.contains("dnat"));
-        assert!(on.contains("dnat ip to udp dport map @mappings"));
+        let lan_dnat = "iifname != \"eth0\" ip daddr 203.0.113.1 udp dport @mappings dnat";
+        let wan_dnat = "iifname \"eth0\" ip daddr 203.0.113.1 udp dport @mappings dnat";
+        assert!(!off.contains(lan_dnat) && on.contains(lan_dnat));
+        assert!(off.contains(wan_dnat) && on.contains(wan_dnat));
+        let edm = ruleset(NatKind::EndpointDependent.with_hairpin(), "eth0", WAN).unwrap();
+        assert!(!edm.contains(wan_dnat));
+        assert!(edm.contains("ct state new drop"));
     }
 
     #[test]

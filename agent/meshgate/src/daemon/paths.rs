@@ -402,8 +402,10 @@ impl Steering {
             }
             Wake::DiscoUdp(src, packet) => {
                 let Some((peer, message)) = self.disco.open_udp(&packet) else {
+                    tracing::debug!(%src, "disco: dropped a packet from an unknown sender");
                     return false;
                 };
+                tracing::trace!(%src, ?message, "disco in (UDP)");
                 let via = Via::Udp(src);
                 match message {
                     Message::Ping(ping) => self.table.handle_ping(&peer, via, ping.tx_id, now),
@@ -444,6 +446,7 @@ impl Steering {
             let Some(packet) = self.disco.seal(&transmit.peer, &message) else {
                 continue;
             };
+            tracing::trace!(via = ?transmit.via, ?message, "disco out");
             match transmit.via {
                 Via::Udp(dst) => {
                     if let Some(port) = &self.port

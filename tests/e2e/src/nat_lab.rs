@@ -1,0 +1,151 @@
+//! NAT traversal: two agents behind the lab's NAT routers, a coordinator and a `meshgate derp`
+//! relay on the "internet". Each case reports the final path of both agents and the time to
+//! get there; a case that is traversable without port mapping must end direct (on both
+//! sides), the others relayed, and traffic must flow either way.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use meshgate_netns_lab::{Host, Lab, Nat, NatKind, Segment};
+use meshgate_wg::BackendChoice;
+
+use crate::tailnet_lab::{TailnetLab, ipv4_of, peer_count};
+
+/// Where the two agents sit.
+#[derive(Clone, Copy, Debug)]
+pub enum Topology {
+    /// Each behind its own router with these NATs.
+    Behind(NatKind, NatKind),
+    /// Both on the LAN of one endpoint-independent router with hairpinning.
+    SameNat,
+}
+
+impl Topology {
+    fn name(self) -> String {
+        let kind = |k: NatKind| match k {
+            NatKind::None => "none",
+            NatKind::EndpointIndependent => "eim",
+            NatKind::EndpointDependent => "edm",
+            NatKind::UdpBlocked => "noudp",
+        };
+        match self {
+            Topology::Behind(a, b) => format!("{}-{}", kind(a), kind(b)),
+            Topology::SameNat => "samenat".to_owned(),
+        }
+    }
+
+    fn place(self, lab: &Lab, internet: &Segment) -> Vec<Host> {
+        match self {
+            Topology::Behind(a, b) => [a, b]
+                .into_iter()
+                .enumerate()
+                .map(|(i, kind)| {
+                    let router = lab.add_router(&format!("r{i}"), internet, kind).unwrap();
+                    let lan = lab.add_lan(&router).unwrap();
+                    lab.add_lan_host(&lan, &format!("n{i}")).unwrap()
+                })
+                .collect(),
+            Topology::SameNat => {
+                let nat = Nat {
+                    kind: NatKind::EndpointIndependent,
+                    hairpin: true,
+                };
+                let router = lab.add_router("r0", internet, nat).unwrap();
+                let lan = lab.add_lan(&router).unwrap();
+                (0..2)
+                    .map(|i| lab.add_lan_host(&lan, &format!("n{i}")).unwrap())
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Runs one case; `direct` is whether it must end on a direct path.
+pub fn traversal(backend: BackendChoice, topology: Topology, direct: bool) {
+    let name = topology.name();
+    let mut net = TailnetLab::with_agents(&format!("nat{name}"), backend, |lab, internet| {
+        topology.place(lab, internet)
+    });
+    net.lab.check_isolation().unwrap();
+    let derp_flags = net.start_relay();
+    let derp_flags: Vec<&str> = derp_flags.iter().map(String::as_str).collect();
+    net.serve(&derp_flags);
+    let started = Instant::now();
+    let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addresses: Vec<IpAddr> = loop {
+        let statuses: Vec<_> = (0..2).map(|i| net.status(i)).collect();
+        if statuses.iter().all(|s| {
+            peer_count(s) == Some(1)
+                && s.as_ref()
+                    .is_some_and(|s| ipv4_of(&s["self"]["addresses"]).is_some())
+        }) {
+            break statuses
+                .iter()
+                .map(|s| ipv4_of(&s.as_ref().unwrap()["self"]["addresses"]).unwrap())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the agents never saw each other: {statuses:#?}\n{}",
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // Traffic both ways (it also keeps disco's session active).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, j) in [(0, 1), (1, 0)] {
+        while !net.agents[i].ping(addresses[j], 1) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: n{i} cannot reach n{j}: {:#?}\n{}",
+                net.status(i),
+                net.logs()
+            );
+        }
+    }
+    let reachable = started.elapsed();
+
+    // The final path: direct on both sides within 20 s for a traversable case; otherwise
+    // relayed after a while of trying (disco pings and CallMeMaybes keep going meanwhile).
+    let path_of = |i: usize| -> String {
+        net.status(i)
+            .and_then(|s| s["peers"][0]["path"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let settle = Instant::now() + Duration::from_secs(if direct { 20 } else { 12 });
+    let mut paths;
+    loop {
+        let _ = net.agents[0].ping(addresses[1], 1);
+        paths = [path_of(0), path_of(1)];
+        let done = paths.iter().all(|p| p == "direct");
+        if (direct && done) || Instant::now() >= settle {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = started.elapsed();
+    println!(
+        "nat case {name:<13} final paths n0={:<6} n1={:<6} reachable after {reachable:>8.2?}, final after {took:>8.2?}",
+        paths[0], paths[1]
+    );
+    let want = if direct { "direct" } else { "relay" };
+    assert_eq!(
+        paths,
+        [want, want],
+        "{name}: {:#?}\n{:#?}\n{}",
+        net.status(0),
+        net.status(1),
+        net.logs()
+    );
+    // Still working on the final path.
+    for (i, j) in [(0, 1), (1, 0)] {
+        assert!(
+            net.agents[i].ping(addresses[j], 3),
+            "{name}: n{i} lost n{j} on the {want} path\n{}",
+            net.logs()
+        );
+    }
+}
