@@ -108,6 +108,44 @@ pub struct UpRequest {
     pub accept_routes: Option<bool>,
 }
 
+/// `meshgate netcheck`: the daemon's last netcheck report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetcheckAnswer {
+    /// Any STUN answer came back.
+    pub udp: bool,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// Our address as the first IPv4 / IPv6 STUN server saw it (WireGuard's port, when
+    /// `shared_port`).
+    pub global_v4: Option<String>,
+    pub global_v6: Option<String>,
+    /// Whether two STUN servers saw different mappings (an endpoint-dependent NAT).
+    pub mapping_varies_by_dest_ip: Option<bool>,
+    /// The home DERP region (0: none).
+    pub preferred_derp: u16,
+    /// Round trip per DERP region, in milliseconds.
+    pub region_latency_ms: std::collections::BTreeMap<u16, f64>,
+    /// Whether STUN and disco run on WireGuard's port (raw sockets); if not, disco is off.
+    pub shared_port: bool,
+    /// Seconds since the report was taken.
+    pub age_secs: u64,
+}
+
+/// `meshgate ping`: one disco ping's answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PingAnswer {
+    /// The peer's name (or its public key when control gave none).
+    pub peer: String,
+    pub tailnet_ip: Option<String>,
+    /// `direct` or `derp`.
+    pub via: String,
+    /// The direct address pinged.
+    pub endpoint: Option<String>,
+    /// The DERP region it went through.
+    pub region: Option<u16>,
+    pub latency_ms: f64,
+}
+
 /// The answer to `up`, `down`, `logout`: what happened, or what went wrong.
 pub type Outcome = Result<String, String>;
 
@@ -118,6 +156,9 @@ pub enum Request {
     Up(UpRequest, oneshot::Sender<Outcome>),
     Down(oneshot::Sender<Outcome>),
     Logout(oneshot::Sender<Outcome>),
+    Netcheck(oneshot::Sender<Result<NetcheckAnswer, String>>),
+    /// A peer by name, tailnet IP or public key.
+    Ping(String, oneshot::Sender<Result<PingAnswer, String>>),
 }
 
 impl Request {
@@ -128,8 +169,30 @@ impl Request {
             Request::Up(_, reply) | Request::Down(reply) | Request::Logout(reply) => {
                 let _ = reply.send(Err(why.to_owned()));
             }
+            Request::Netcheck(reply) => {
+                let _ = reply.send(Err(why.to_owned()));
+            }
+            Request::Ping(_, reply) => {
+                let _ = reply.send(Err(why.to_owned()));
+            }
         }
         None
+    }
+}
+
+/// The JSON line for a request answered with a value (or an error).
+async fn answer_value<T: Serialize>(
+    sent: bool,
+    rx: oneshot::Receiver<Result<T, String>>,
+) -> String {
+    let answer = match sent {
+        true => rx.await.ok(),
+        false => None,
+    };
+    match answer {
+        Some(Ok(value)) => serde_json::to_string(&value).expect("answers serialize"),
+        Some(Err(error)) => serde_json::json!({ "error": error }).to_string(),
+        None => serde_json::json!({"error": "the daemon is stopping"}).to_string(),
     }
 }
 
@@ -216,6 +279,18 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<Request>) -> std::io:
                 None => stopping(),
             }
         }
+        "netcheck" => {
+            let (tx, rx) = oneshot::channel();
+            answer_value(requests.send(Request::Netcheck(tx)).await.is_ok(), rx).await
+        }
+        "ping" if !rest.is_empty() => {
+            let (tx, rx) = oneshot::channel();
+            let sent = requests
+                .send(Request::Ping(rest.to_owned(), tx))
+                .await
+                .is_ok();
+            answer_value(sent, rx).await
+        }
         "up" | "down" | "logout" => {
             let (tx, rx) = oneshot::channel();
             let request = match command {
@@ -251,7 +326,11 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<Request>) -> std::io:
 
 /// Sends one command `line` to the daemon at `socket` and returns its JSON answer; an
 /// `{"error": ...}` answer is an `Err`.
-async fn exchange(socket: &Path, line: &str, wait: Duration) -> Result<serde_json::Value, String> {
+pub(crate) async fn exchange(
+    socket: &Path,
+    line: &str,
+    wait: Duration,
+) -> Result<serde_json::Value, String> {
     let not_running = |e: std::io::Error| {
         format!(
             "cannot reach the daemon: {e} (is meshgate daemon running? socket {})",

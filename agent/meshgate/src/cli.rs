@@ -45,6 +45,12 @@ pub enum Command {
     /// Log this node out of the tailnet (its node key expires on the coordinator and is deleted
     /// here) and take the peers off the interface; joining again needs an auth key.
     Logout(SimpleArgs),
+    /// Show the daemon's last netcheck: UDP, our STUN-mapped address, NAT behaviour, DERP
+    /// latencies and the home region.
+    Netcheck(NetcheckArgs),
+    /// Disco-ping a peer (by name, tailnet IP or public key) and show the path each pong took:
+    /// a direct address or a DERP region, and the round trip.
+    Ping(PingArgs),
     /// The coordination server and its administration (on the store's file directly).
     #[command(subcommand)]
     Coordinator(CoordinatorCommand),
@@ -243,6 +249,26 @@ fn parse_route(text: &str) -> Result<Option<ipnet::IpNet>, String> {
 /// Commands that only need the daemon's socket.
 #[derive(Debug, clap::Args)]
 pub struct SimpleArgs {
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NetcheckArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PingArgs {
+    /// The peer: its name (or the first label of it), tailnet IP or WireGuard public key.
+    pub peer: String,
+    /// How many pings (each waits up to 5 s for its pong).
+    #[arg(short = 'c', long, default_value_t = 4)]
+    pub count: u32,
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }

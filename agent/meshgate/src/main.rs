@@ -7,6 +7,7 @@ mod coordinator;
 mod daemon;
 mod demo;
 mod derp;
+mod diag;
 mod show;
 mod wg;
 
@@ -52,6 +53,8 @@ fn main() -> ExitCode {
             cli::Command::Logout(args) => api::logout(args).await,
             cli::Command::Coordinator(command) => coordinator::run(command).await,
             cli::Command::Derp(args) => derp::run(args).await,
+            cli::Command::Netcheck(args) => diag::netcheck(args).await,
+            cli::Command::Ping(args) => diag::ping(args).await,
         }
     });
     match result {

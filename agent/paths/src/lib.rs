@@ -11,4 +11,6 @@ pub mod score;
 pub mod table;
 
 pub use relay::{RegionStatus, Relay, RelayConfig, RelayEvent, RelayStatus};
-pub use table::{Outgoing, Path, PathTable, PeerPaths, Transmit, Via, WgObservation, derp_magic};
+pub use table::{
+    Outgoing, Path, PathTable, PeerPaths, PingResult, Transmit, Via, WgObservation, derp_magic,
+};

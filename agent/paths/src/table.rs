@@ -67,6 +67,16 @@ pub struct Transmit {
     pub msg: Outgoing,
 }
 
+/// The answer to a ping asked for with [`PathTable::ping_now`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingResult {
+    pub tx_id: [u8; 12],
+    pub peer: Key,
+    /// The path the ping took (and its pong came back on).
+    pub via: Via,
+    pub latency: Duration,
+}
+
 /// The address a pong over DERP names as the source: Tailscale's magic DERP address.
 pub fn derp_magic(region: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 3, 3, 40)), region)
@@ -135,6 +145,9 @@ pub struct PathTable {
     pings: BTreeMap<[u8; 12], Key>,
     /// Disco peers that have not had their first round of pings.
     unpinged: Vec<Key>,
+    /// Pings someone asked for (`meshgate ping`): whose, which way, when.
+    manual: BTreeMap<[u8; 12], (Key, Via, Instant)>,
+    results: VecDeque<PingResult>,
 }
 
 impl PathTable {
@@ -238,6 +251,14 @@ impl PathTable {
             return;
         }
         self.pings.remove(&tx_id);
+        if let Some((peer, sent_via, sent)) = self.manual.remove(&tx_id) {
+            self.results.push_back(PingResult {
+                tx_id,
+                peer,
+                via: sent_via,
+                latency: now.saturating_duration_since(sent),
+            });
+        }
         if let (Via::Udp(_), Some(peer)) = (via, self.peers.get_mut(key))
             && let Some(disco) = &mut peer.disco
             && disco.pong(&tx_id, now)
@@ -308,6 +329,48 @@ impl PathTable {
             .values()
             .filter_map(|p| p.disco.as_ref()?.poll_timeout())
             .min()
+    }
+
+    /// One ping to `key` on the path in use now (the direct address disco found, else the
+    /// relay, else the first endpoint); its pong shows up in [`PathTable::poll_ping_result`].
+    /// Forgotten after [`crate::disco::PING_TIMEOUT`].
+    pub fn ping_now(&mut self, key: &Key, now: Instant) -> Result<[u8; 12], &'static str> {
+        let peer = self.peers.get_mut(key).ok_or("not a peer")?;
+        let disco = peer
+            .disco
+            .as_mut()
+            .ok_or("the peer does not speak disco (no disco key, or ours is off)")?;
+        let via = match (disco.best(), peer.relayed_in.or(peer.paths.home_region)) {
+            (Some(best), _) => Via::Udp(best.addr),
+            (None, Some(region)) => Via::Derp(region),
+            (None, None) => Via::Udp(
+                *peer
+                    .paths
+                    .endpoints
+                    .first()
+                    .ok_or("no path to the peer: no endpoint, no DERP region")?,
+            ),
+        };
+        let mut tx_id = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut tx_id);
+        if let Via::Udp(to) = via {
+            disco.sent_ping(tx_id, to, now);
+        }
+        self.pings.insert(tx_id, *key);
+        self.manual.insert(tx_id, (*key, via, now));
+        self.manual
+            .retain(|_, (_, _, sent)| now.duration_since(*sent) < crate::disco::PING_TIMEOUT);
+        self.transmits.push_back(Transmit {
+            peer: *key,
+            via,
+            msg: Outgoing::Ping { tx_id },
+        });
+        Ok(tx_id)
+    }
+
+    /// The next answer to a [`PathTable::ping_now`].
+    pub fn poll_ping_result(&mut self) -> Option<PingResult> {
+        self.results.pop_front()
     }
 
     /// The next disco message to send.
@@ -890,5 +953,28 @@ mod tests {
                 src: derp_magic(900)
             }
         );
+    }
+
+    #[test]
+    fn a_ping_asked_for_goes_the_current_way_and_reports_its_pong() {
+        let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        let t0 = Instant::now();
+        // Relayed: the ping rides DERP.
+        let tx = a.table.ping_now(&B, t0).unwrap();
+        pump(&mut a, &mut b, false, t0);
+        let result = a.table.poll_ping_result().unwrap();
+        assert_eq!((result.tx_id, result.via), (tx, Via::Derp(900)));
+        // Direct once disco proved it.
+        a.table.handle_timeout(t0);
+        b.table.handle_timeout(t0);
+        pump(&mut a, &mut b, true, t0);
+        while a.table.poll_ping_result().is_some() {}
+        let later = t0 + Duration::from_millis(20);
+        let tx = a.table.ping_now(&B, later).unwrap();
+        pump(&mut a, &mut b, true, later);
+        let result = a.table.poll_ping_result().unwrap();
+        assert_eq!((result.tx_id, result.via), (tx, Via::Udp(b.addr)));
+        assert!(a.table.ping_now(&[9; 32], later).is_err());
     }
 }

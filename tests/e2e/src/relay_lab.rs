@@ -108,6 +108,15 @@ pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
         // The human form names the relay too.
         let (ok, text) = net.meshgate(i, &["status"]);
         assert!(ok && text.contains("relay 900 (meshgate)"), "n{i}: {text}");
+        // `meshgate ping` goes the relayed way; netcheck still sees UDP to the relay host.
+        let (ok, text) = net.meshgate(i, &["ping", &format!("n{}", 1 - i), "-c", "2"]);
+        assert!(ok && text.contains("via DERP(900)"), "n{i} ping: {text}");
+        let (ok, text) = net.meshgate(i, &["netcheck"]);
+        assert!(
+            ok && text.contains("UDP: yes (from WireGuard's port)")
+                && text.contains("Nearest DERP: 900"),
+            "n{i} netcheck: {text}"
+        );
     }
 }
 
@@ -133,6 +142,69 @@ pub fn open_pair_goes_direct(backend: BackendChoice) {
             "n{i} lost n{j}\n{}",
             net.logs()
         );
+        let (ok, text) = net.meshgate(i, &["ping", &addresses[j].to_string(), "-c", "1"]);
+        assert!(
+            ok && text.contains(&format!("via {want} in ")),
+            "n{i} ping: {text}"
+        );
     }
     println!("UDP open: reachable after {took:?}, then direct");
+}
+
+/// The paths of both agents' only peer, as status shows them.
+fn paths(net: &TailnetLab) -> [String; 2] {
+    [0, 1].map(|i| {
+        net.status(i)
+            .and_then(|s| s["peers"][0]["path"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    })
+}
+
+/// Pings both ways every 200 ms until both paths are `want`; how long it took (fails after
+/// `limit`).
+fn until_paths(net: &TailnetLab, addresses: &[IpAddr], want: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let _ = net.agents[0].ping(addresses[1], 1);
+        let _ = net.agents[1].ping(addresses[0], 1);
+        if paths(net) == [want, want] {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "paths never became {want}: {:?}\n{:#?}\n{}",
+            paths(net),
+            net.status(0),
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A direct path that dies (the firewalls start dropping UDP between the agents) falls back to
+/// the relay within seconds while traffic keeps flowing, and goes direct again once UDP
+/// returns.
+pub fn direct_path_dies_and_returns(backend: BackendChoice) {
+    let (net, _daemons, addresses, _) = relayed_pair(backend, false);
+    until_paths(&net, &addresses, "direct", Duration::from_secs(20));
+    let lab_addrs: Vec<IpAddr> = (0..2)
+        .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
+        .collect();
+    block_udp(&net, 0, lab_addrs[1]);
+    block_udp(&net, 1, lab_addrs[0]);
+    let to_relay = until_paths(&net, &addresses, "relay", Duration::from_secs(30));
+    for (i, j) in [(0, 1), (1, 0)] {
+        assert!(
+            net.agents[i].ping(addresses[j], 3),
+            "n{i} lost n{j} on the relay\n{}",
+            net.logs()
+        );
+    }
+    for i in 0..2 {
+        net.agents[i]
+            .exec_ok(["nft", "delete", "table", "inet", "e2e_block"])
+            .unwrap();
+    }
+    let to_direct = until_paths(&net, &addresses, "direct", Duration::from_secs(30));
+    println!("direct path died: relayed after {to_relay:?}; UDP back: direct after {to_direct:?}");
 }

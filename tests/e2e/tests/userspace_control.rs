@@ -28,3 +28,8 @@ fn userspace_udp_blocked_pair_talks_through_relay() {
 fn userspace_open_pair_goes_direct() {
     meshgate_e2e::relay_lab::open_pair_goes_direct(Userspace);
 }
+
+#[test]
+fn userspace_direct_path_dies_and_returns() {
+    meshgate_e2e::relay_lab::direct_path_dies_and_returns(Userspace);
+}

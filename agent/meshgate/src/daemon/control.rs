@@ -497,6 +497,23 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     }
                     continue;
                 }
+                Request::Netcheck(reply) => {
+                    let answer = match &session {
+                        Some(s) => s.steering.netcheck(),
+                        None => Err(format!("no control session ({state}): netcheck runs while up")),
+                    };
+                    let _ = reply.send(answer);
+                    continue;
+                }
+                Request::Ping(peer, reply) => {
+                    match &mut session {
+                        Some(s) => s.steering.ping(&peer, reply).await,
+                        None => {
+                            let _ = reply.send(Err(format!("no control session ({state}): meshgate up first")));
+                        }
+                    }
+                    continue;
+                }
                 Request::Down(reply) => {
                     let message = if session.take().is_some() {
                         "down: the control session stopped and the peers are off the interface (meshgate up resumes)"

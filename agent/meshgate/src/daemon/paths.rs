@@ -19,14 +19,16 @@ use meshgate_paths::Via;
 use meshgate_sharedport::SharedPort;
 
 use meshgate_control::netmap::PeerDirectory;
-use meshgate_netcheck::{History, run_once, run_over};
+use meshgate_netcheck::{History, Report, run_once, run_over};
 use meshgate_paths::{Path, PathTable, PeerPaths, Relay, RelayConfig, RelayEvent, WgObservation};
 use meshgate_tailcfg::{DerpMap, DiscoPublic, NetInfo, NodePrivate, NodePublic};
 use meshgate_wg::{Engine, InterfaceConfig};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::api::{NetcheckAnswer, PingAnswer};
 
 use super::disco::{DiscoKeys, PortTransport, message as disco_message, read_port, usable};
 
@@ -35,8 +37,11 @@ type Key = [u8; 32];
 /// How often netcheck runs (Tailscale re-STUNs every 20–26 s).
 const NETCHECK_EVERY: Duration = Duration::from_secs(30);
 const NETCHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the kernel's handshakes are read while a direct endpoint is on trial.
+/// How often the kernel's counters are read (traffic keeps disco's session active; a plain
+/// peer's direct endpoint is on trial).
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// How long `meshgate ping` waits for a pong.
+const PING_WAIT: Duration = Duration::from_secs(5);
 
 /// One peer's path as `meshgate status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +105,10 @@ pub(super) struct Steering {
     stun: watch::Receiver<Option<SocketAddr>>,
     stun_open: bool,
     endpoints_out: watch::Sender<Vec<SocketAddr>>,
+    /// The last netcheck report and when it was taken.
+    report: watch::Receiver<Option<(Report, std::time::SystemTime)>>,
+    /// `meshgate ping`s waiting for their pong.
+    pings: BTreeMap<[u8; 12], (oneshot::Sender<Result<PingAnswer, String>>, Instant)>,
     /// Paths written in the last routed configuration, and bridges to close once it is applied.
     routed: BTreeMap<Key, Path>,
     release_after_apply: Vec<Key>,
@@ -129,6 +138,7 @@ impl Steering {
     ) -> Steering {
         let (home_tx, home) = watch::channel(None);
         let (stun_tx, stun) = watch::channel(None);
+        let (report_tx, report) = watch::channel(None);
         let (port, port_reader, disco_in, transport) = match SharedPort::open(wg_port, fwmark) {
             Ok(port) => {
                 let port = Arc::new(port);
@@ -151,9 +161,12 @@ impl Steering {
         let netcheck = tokio::spawn(netcheck_loop(
             transport,
             derp_map.clone(),
-            net_info,
-            home_tx,
-            stun_tx,
+            NetcheckOut {
+                net_info,
+                home: home_tx,
+                stun: stun_tx,
+                report: report_tx,
+            },
         ));
         let mut observe = tokio::time::interval(OBSERVE_EVERY);
         observe.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -178,6 +191,8 @@ impl Steering {
             stun,
             stun_open: true,
             endpoints_out,
+            report,
+            pings: BTreeMap::new(),
             routed: BTreeMap::new(),
             release_after_apply: Vec::new(),
             peers: PeerDirectory::new(),
@@ -274,6 +289,96 @@ impl Steering {
         relay.set_peers(self.peers.keys().copied().collect()).await;
         self.relay = Some((relay, public));
         self.relay_events = Some(events);
+    }
+
+    /// The last netcheck report, for `meshgate netcheck`.
+    pub fn netcheck(&self) -> Result<NetcheckAnswer, String> {
+        let shown = self.report.borrow();
+        let Some((report, at)) = shown.as_ref() else {
+            return Err(
+                "no netcheck report yet (it runs once control sent a DERP map, then every 30 s)"
+                    .to_owned(),
+            );
+        };
+        Ok(NetcheckAnswer {
+            udp: report.udp,
+            ipv4: report.ipv4,
+            ipv6: report.ipv6,
+            global_v4: report.global_v4.map(|a| a.to_string()),
+            global_v6: report.global_v6.map(|a| a.to_string()),
+            mapping_varies_by_dest_ip: report.mapping_varies_by_dest_ip,
+            preferred_derp: u16::try_from(report.preferred_derp).unwrap_or(0),
+            region_latency_ms: report
+                .region_latency
+                .iter()
+                .filter_map(|(id, l)| Some((u16::try_from(*id).ok()?, l.as_secs_f64() * 1e3)))
+                .collect(),
+            shared_port: self.port.is_some(),
+            age_secs: at.elapsed().map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// Sends one disco ping to the peer `query` names (name, first label of it, tailnet IP or
+    /// public key) on its current path; `reply` gets the pong, or an error after 5 s.
+    pub async fn ping(&mut self, query: &str, reply: oneshot::Sender<Result<PingAnswer, String>>) {
+        let Some(key) = find_peer(&self.peers, query) else {
+            let _ = reply.send(Err(format!(
+                "no peer is called {query:?} (name, tailnet IP or key)"
+            )));
+            return;
+        };
+        let now = Instant::now();
+        match self.table.ping_now(&key, now.into_std()) {
+            Ok(tx_id) => {
+                self.pings.insert(tx_id, (reply, now));
+                self.send_disco().await;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_owned()));
+            }
+        }
+    }
+
+    /// Answers `meshgate ping`s whose pong came, and those that waited too long.
+    fn answer_pings(&mut self) {
+        while let Some(result) = self.table.poll_ping_result() {
+            let Some((reply, _)) = self.pings.remove(&result.tx_id) else {
+                continue;
+            };
+            let info = self.peers.get(&result.peer);
+            let (via, endpoint, region) = match result.via {
+                Via::Udp(addr) => ("direct", Some(addr.to_string()), None),
+                Via::Derp(region) => ("derp", None, Some(region)),
+            };
+            let _ = reply.send(Ok(PingAnswer {
+                peer: info
+                    .map(|i| i.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| meshgate_wg::PublicKey::from_bytes(result.peer).to_string()),
+                tailnet_ip: info
+                    .and_then(|i| i.tailnet_ips.first())
+                    .map(ToString::to_string),
+                via: via.to_owned(),
+                endpoint,
+                region,
+                latency_ms: result.latency.as_secs_f64() * 1e3,
+            }));
+        }
+        let now = Instant::now();
+        let late: Vec<[u8; 12]> = self
+            .pings
+            .iter()
+            .filter(|(_, (_, sent))| now.duration_since(*sent) >= PING_WAIT)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in late {
+            if let Some((reply, _)) = self.pings.remove(&tx) {
+                let _ = reply.send(Err(format!(
+                    "timeout: no pong within {} s",
+                    PING_WAIT.as_secs()
+                )));
+            }
+        }
     }
 
     /// Our disco key, for control.
@@ -436,6 +541,7 @@ impl Steering {
             }
         }
         self.send_disco().await;
+        self.answer_pings();
         self.out_of_date()
     }
 
@@ -525,13 +631,25 @@ enum Transport {
 /// Measures the DERP regions of the latest map every [`NETCHECK_EVERY`] (and when the map
 /// changes), publishing NetInfo for control, the home region for the relay and, over the
 /// shared port, our STUN-mapped endpoint.
-async fn netcheck_loop(
-    mut transport: Transport,
-    mut derp_map: watch::Receiver<Option<DerpMap>>,
+/// What netcheck publishes.
+struct NetcheckOut {
     net_info: watch::Sender<Option<NetInfo>>,
     home: watch::Sender<Option<u16>>,
     stun: watch::Sender<Option<SocketAddr>>,
+    report: watch::Sender<Option<(Report, std::time::SystemTime)>>,
+}
+
+async fn netcheck_loop(
+    mut transport: Transport,
+    mut derp_map: watch::Receiver<Option<DerpMap>>,
+    out: NetcheckOut,
 ) {
+    let NetcheckOut {
+        net_info,
+        home,
+        stun,
+        report: reports,
+    } = out;
     let own_socket = match &transport {
         Transport::Port(_) => None,
         Transport::OwnSocket => match UdpSocket::bind("0.0.0.0:0").await {
@@ -596,6 +714,7 @@ async fn netcheck_loop(
                             changed
                         });
                     }
+                    reports.send_replace(Some((report, std::time::SystemTime::now())));
                 }
                 Err(e) => tracing::warn!("netcheck: {e}"),
             }
@@ -605,6 +724,27 @@ async fn netcheck_loop(
             () = tokio::time::sleep(NETCHECK_EVERY) => {}
         }
     }
+}
+
+/// The peer `query` names: its WireGuard public key, a tailnet IP, its name or the first label
+/// of its name.
+fn find_peer(peers: &PeerDirectory, query: &str) -> Option<Key> {
+    let query = query.trim().trim_end_matches('.');
+    if let Ok(key) = query.parse::<meshgate_wg::PublicKey>()
+        && peers.contains_key(key.as_bytes())
+    {
+        return Some(*key.as_bytes());
+    }
+    if let Ok(ip) = query.parse::<std::net::IpAddr>() {
+        return peers
+            .iter()
+            .find(|(_, info)| info.tailnet_ips.contains(&ip))
+            .map(|(key, _)| *key);
+    }
+    peers
+        .iter()
+        .find(|(_, info)| info.name == query || info.name.split('.').next() == Some(query))
+        .map(|(key, _)| *key)
 }
 
 fn fallback_region(map: &DerpMap) -> Option<i32> {
