@@ -63,6 +63,9 @@ pub(super) struct DerpShown {
     pub regions: Vec<(u16, String, bool, Option<String>)>,
 }
 
+/// Where a `meshgate ping` wants its answer.
+type PingReply = oneshot::Sender<Result<PingAnswer, String>>;
+
 /// Why [`Steering::wake`] woke.
 #[derive(Debug)]
 pub(super) enum Wake {
@@ -108,7 +111,7 @@ pub(super) struct Steering {
     /// The last netcheck report and when it was taken.
     report: watch::Receiver<Option<(Report, std::time::SystemTime)>>,
     /// `meshgate ping`s waiting for their pong.
-    pings: BTreeMap<[u8; 12], (oneshot::Sender<Result<PingAnswer, String>>, Instant)>,
+    pings: BTreeMap<[u8; 12], (PingReply, Instant)>,
     /// Paths written in the last routed configuration, and bridges to close once it is applied.
     routed: BTreeMap<Key, Path>,
     release_after_apply: Vec<Key>,
@@ -320,7 +323,7 @@ impl Steering {
 
     /// Sends one disco ping to the peer `query` names (name, first label of it, tailnet IP or
     /// public key) on its current path; `reply` gets the pong, or an error after 5 s.
-    pub async fn ping(&mut self, query: &str, reply: oneshot::Sender<Result<PingAnswer, String>>) {
+    pub async fn ping(&mut self, query: &str, reply: PingReply) {
         let Some(key) = find_peer(&self.peers, query) else {
             let _ = reply.send(Err(format!(
                 "no peer is called {query:?} (name, tailnet IP or key)"
