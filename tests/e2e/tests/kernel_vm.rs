@@ -66,3 +66,10 @@ fn kernel_udp_blocked_pair_talks_through_relay() {
         meshgate_e2e::relay_lab::udp_blocked_pair_talks_through_relay(Kernel)
     });
 }
+
+#[test]
+fn kernel_open_pair_goes_direct() {
+    vm_test!("kernel_open_pair_goes_direct", || {
+        meshgate_e2e::relay_lab::open_pair_goes_direct(Kernel)
+    });
+}
