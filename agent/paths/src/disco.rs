@@ -21,6 +21,10 @@ pub const GOOD_ENOUGH: Duration = Duration::from_millis(5);
 pub const PING_GAP: Duration = Duration::from_secs(5);
 /// How long to wait for a pong.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// When WireGuard sends to the peer but hears nothing back, the direct path is given this long
+/// to answer a probe before it loses its trust (instead of waiting out the 6.5 s window): a
+/// path cut mid-flow falls back to the relay within a few seconds.
+pub const STALL_GRACE: Duration = Duration::from_millis(1000);
 
 /// Where a candidate address came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +114,23 @@ impl DiscoPeer {
             self.next_heartbeat = Some(now);
             self.heartbeat(now, wants);
         }
+    }
+
+    /// We send but hear nothing back: probe the best address now and trust it only for
+    /// [`STALL_GRACE`] more unless its pong comes back.
+    pub fn stalled(&mut self, now: Instant, wants: &mut Vec<Want>) {
+        let Some(best) = &mut self.best else {
+            return;
+        };
+        if now >= best.trusted_until {
+            return;
+        }
+        best.trusted_until = best.trusted_until.min(now + STALL_GRACE);
+        let to = best.probed.addr;
+        if let Some(candidate) = self.candidates.get_mut(&to) {
+            candidate.last_ping = Some(now);
+        }
+        wants.push(Want::Ping { to });
     }
 
     /// A round of pings to every candidate not pinged within [`PING_GAP`], and a CallMeMaybe
@@ -254,11 +275,16 @@ impl DiscoPeer {
     }
 
     /// When [`DiscoPeer::handle_timeout`] next has something to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let lost = self.pings.values().map(|p| p.sent + PING_TIMEOUT).min();
         let heartbeat = self.next_heartbeat;
         let idle = self.active_until;
-        [lost, heartbeat, idle].into_iter().flatten().min()
+        // The moment a trusted path stops being trusted is when the path changes.
+        let distrust = self.best.map(|b| b.trusted_until).filter(|at| *at > now);
+        [lost, heartbeat, idle, distrust]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn has_candidates(&self) -> bool {

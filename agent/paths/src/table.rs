@@ -30,6 +30,10 @@ pub type Key = [u8; 32];
 /// handshake retry (REKEY_TIMEOUT, 5 s) and a margin, so a lost first initiation is retried.
 pub const DIRECT_TRIAL: Duration = Duration::from_secs(6);
 
+/// Sending to a disco peer without hearing from it for this long makes its direct path prove
+/// itself again at once ([`crate::disco::DiscoPeer::stalled`]).
+pub const SILENCE: Duration = Duration::from_millis(1000);
+
 /// A direct session older than this (REJECT_AFTER_TIME, 180 s) while we keep sending means
 /// rekeying no longer gets through: the path is tried again from the start.
 pub const SESSION_DEAD_AFTER: Duration = Duration::from_secs(180);
@@ -133,6 +137,10 @@ struct Peer {
     /// Counters at the last observation, to see traffic.
     tx_bytes: u64,
     rx_bytes: u64,
+    /// When the kernel last received from the peer (disco peers), and whether the silence
+    /// since then was already probed.
+    last_heard: Option<Instant>,
+    silence_probed: bool,
 }
 
 /// Every peer's path.
@@ -180,6 +188,8 @@ impl PathTable {
                     relayed_in: None,
                     tx_bytes: 0,
                     rx_bytes: 0,
+                    last_heard: None,
+                    silence_probed: false,
                 },
             };
             let mut peer = peer;
@@ -209,15 +219,28 @@ impl PathTable {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let traffic = seen.tx_bytes > peer.tx_bytes || seen.rx_bytes > peer.rx_bytes;
+        let sent = seen.tx_bytes > peer.tx_bytes;
+        let heard = seen.rx_bytes > peer.rx_bytes;
         peer.tx_bytes = seen.tx_bytes;
         peer.rx_bytes = seen.rx_bytes;
         if let Some(disco) = &mut peer.disco {
-            if traffic {
-                let mut wants = Vec::new();
+            let mut wants = Vec::new();
+            if sent || heard {
                 disco.activity(now, &mut wants);
-                self.queue(*key, wants, now);
             }
+            if heard {
+                peer.last_heard = Some(now);
+                peer.silence_probed = false;
+            } else if sent
+                && !peer.silence_probed
+                && peer
+                    .last_heard
+                    .is_none_or(|at| now.duration_since(at) >= SILENCE)
+            {
+                peer.silence_probed = true;
+                disco.stalled(now, &mut wants);
+            }
+            self.queue(*key, wants, now);
             return;
         }
         peer.state = observed(peer, seen, now);
@@ -264,6 +287,9 @@ impl PathTable {
             && disco.pong(&tx_id, now)
         {
             peer.relayed_in = None;
+            // The path answered: a silence that goes on is measured (and probed) afresh.
+            peer.last_heard = Some(now);
+            peer.silence_probed = false;
         }
     }
 
@@ -279,15 +305,21 @@ impl PathTable {
 
     /// A WireGuard packet from `key` arrived over DERP region `region`: the peer relays, and
     /// the kernel will answer wherever the packet came from, so we relay too (through the
-    /// region it used) unless a direct path is proven.
+    /// region it used) unless a direct path is proven; a direct path we trust is probed at
+    /// once, since the peer evidently could not use it.
     pub fn relay_received(&mut self, key: &Key, region: u16, now: Instant) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        match &peer.disco {
+        match &mut peer.disco {
             Some(disco) => {
                 if disco.direct(now).is_none() {
                     peer.relayed_in = Some(region);
+                } else {
+                    let mut wants = Vec::new();
+                    disco.stalled(now, &mut wants);
+                    peer.relayed_in = Some(region);
+                    self.queue(*key, wants, now);
                 }
             }
             None => {
@@ -312,7 +344,7 @@ impl PathTable {
             let Some(disco) = self.peers.get_mut(&key).and_then(|p| p.disco.as_mut()) else {
                 continue;
             };
-            if disco.poll_timeout().is_some_and(|at| now >= at) {
+            if disco.poll_timeout(now).is_some_and(|at| now >= at) {
                 let mut wants = Vec::new();
                 disco.handle_timeout(now, &mut wants);
                 self.queue(key, wants, now);
@@ -320,14 +352,14 @@ impl PathTable {
         }
     }
 
-    /// When [`PathTable::handle_timeout`] next has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`PathTable::handle_timeout`] next has work (or a path changes), as of `now`.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         if !self.unpinged.is_empty() {
-            return Some(Instant::now());
+            return Some(now);
         }
         self.peers
             .values()
-            .filter_map(|p| p.disco.as_ref()?.poll_timeout())
+            .filter_map(|p| p.disco.as_ref()?.poll_timeout(now))
             .min()
     }
 
@@ -976,5 +1008,45 @@ mod tests {
         let result = a.table.poll_ping_result().unwrap();
         assert_eq!((result.tx_id, result.via), (tx, Via::Udp(b.addr)));
         assert!(a.table.ping_now(&[9; 32], later).is_err());
+    }
+
+    #[test]
+    fn sending_into_silence_makes_the_direct_path_prove_itself_at_once() {
+        let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        let t0 = Instant::now();
+        a.table.handle_timeout(t0);
+        b.table.handle_timeout(t0);
+        pump(&mut a, &mut b, true, t0);
+        assert_eq!(a.table.path(&B, t0), Some(Path::Direct(b.addr)));
+        let seen = |tx, rx| WgObservation {
+            last_handshake: None,
+            tx_bytes: tx,
+            rx_bytes: rx,
+        };
+        // A one-way flow over a working path: the probe's pong keeps it direct.
+        let mut now = t0;
+        for step in 1..=10u64 {
+            now += Duration::from_millis(500);
+            a.table.observe(&B, seen(step * 100, 0), now);
+            pump(&mut a, &mut b, true, now);
+        }
+        assert_eq!(a.table.path(&B, now), Some(Path::Direct(b.addr)));
+        // The path is cut: nothing comes back. Relayed well before the 6.5 s trust runs out.
+        let cut = now;
+        let mut tx = 2000;
+        while a.table.path(&B, now) != Some(Path::Relay { region: 900 }) {
+            now += Duration::from_millis(500);
+            tx += 100;
+            a.table.observe(&B, seen(tx, 0), now);
+            a.table.handle_timeout(now);
+            pump(&mut a, &mut b, false, now);
+            assert!(now - cut < Duration::from_secs(10), "never fell back");
+        }
+        assert!(
+            now - cut <= SILENCE + crate::disco::STALL_GRACE + Duration::from_secs(1),
+            "fell back after {:?}",
+            now - cut
+        );
     }
 }

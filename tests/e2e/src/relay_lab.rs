@@ -27,23 +27,57 @@ fn block_udp(net: &TailnetLab, i: usize, other: IpAddr) {
         .unwrap();
 }
 
-/// Two agents, a coordinator and a relay; UDP between the agents dropped when `block`.
+/// What the agents' firewalls drop from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Firewall {
+    Open,
+    /// Each drops all UDP from the other.
+    UdpBetween,
+    /// n1 drops everything to WireGuard's port (41641), from anyone.
+    WgPortOnN1,
+}
+
+/// n1's firewall drops all UDP arriving at WireGuard's port from the network: WireGuard, disco
+/// and STUN answers alike. Loopback stays open, as in any host firewall; the relay bridge hands
+/// relayed packets to the kernel over it.
+fn block_wg_port(net: &TailnetLab) {
+    let rules = "table inet e2e_block {\n\
+                   chain input { type filter hook input priority 0; \
+                     iifname != \"lo\" udp dport 41641 drop; }\n\
+                 }\n";
+    let file = net.dir.0.join("block-port.nft");
+    std::fs::write(&file, rules).unwrap();
+    net.agents[1]
+        .exec_ok(["nft".as_ref(), "-f".as_ref(), file.as_os_str()])
+        .unwrap();
+}
+
+/// Two agents, a coordinator and a relay, behind `firewall`.
 /// Returns the lab, its daemons, the agents' tailnet addresses and how long both directions
 /// took to ping.
 fn relayed_pair(
     backend: BackendChoice,
-    block: bool,
+    firewall: Firewall,
 ) -> (TailnetLab, Vec<Proc>, Vec<IpAddr>, Duration) {
-    let mut net = TailnetLab::new(if block { "relay" } else { "disco" }, backend, 2);
+    let name = match firewall {
+        Firewall::Open => "disco",
+        Firewall::UdpBetween => "relay",
+        Firewall::WgPortOnN1 => "wgport",
+    };
+    let mut net = TailnetLab::new(name, backend, 2);
     let derp_flags = net.start_relay();
     let derp_flags: Vec<&str> = derp_flags.iter().map(String::as_str).collect();
     net.serve(&derp_flags);
     let lab_addrs: Vec<IpAddr> = (0..2)
         .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
         .collect();
-    if block {
-        block_udp(&net, 0, lab_addrs[1]);
-        block_udp(&net, 1, lab_addrs[0]);
+    match firewall {
+        Firewall::Open => {}
+        Firewall::UdpBetween => {
+            block_udp(&net, 0, lab_addrs[1]);
+            block_udp(&net, 1, lab_addrs[0]);
+        }
+        Firewall::WgPortOnN1 => block_wg_port(&net),
     }
     let started = Instant::now();
     let daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
@@ -86,7 +120,7 @@ fn relayed_pair(
 }
 
 pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
-    let (net, _daemons, _, took) = relayed_pair(backend, true);
+    let (net, _daemons, _, took) = relayed_pair(backend, Firewall::UdpBetween);
     println!("UDP blocked: both directions through the relay {took:?} after the daemons started");
     for i in 0..2 {
         let shown = net.status(i).unwrap();
@@ -123,7 +157,7 @@ pub fn udp_blocked_pair_talks_through_relay(backend: BackendChoice) {
 /// The same pair with UDP open: they start relayed and disco moves them to a direct path (the
 /// other agent's lab address, with a measured latency); traffic keeps flowing.
 pub fn open_pair_goes_direct(backend: BackendChoice) {
-    let (net, _daemons, addresses, took) = relayed_pair(backend, false);
+    let (net, _daemons, addresses, took) = relayed_pair(backend, Firewall::Open);
     let lab_addrs: Vec<IpAddr> = (0..2)
         .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
         .collect();
@@ -185,13 +219,25 @@ fn until_paths(net: &TailnetLab, addresses: &[IpAddr], want: &str, limit: Durati
 /// the relay within seconds while traffic keeps flowing, and goes direct again once UDP
 /// returns.
 pub fn direct_path_dies_and_returns(backend: BackendChoice) {
-    let (net, _daemons, addresses, _) = relayed_pair(backend, false);
+    let (net, _daemons, addresses, _) = relayed_pair(backend, Firewall::Open);
     until_paths(&net, &addresses, "direct", Duration::from_secs(20));
     let lab_addrs: Vec<IpAddr> = (0..2)
         .map(|i| net.agents[i].addr_on(&net.switch).unwrap())
         .collect();
+    // Cut mid-flow: a ping every 200 ms; the time until they get through again is how long
+    // traffic stopped.
+    let cut = Instant::now();
     block_udp(&net, 0, lab_addrs[1]);
     block_udp(&net, 1, lab_addrs[0]);
+    std::thread::sleep(Duration::from_millis(200));
+    while !net.agents[0].ping(addresses[1], 1) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "traffic never resumed over the relay\n{}",
+            net.logs()
+        );
+    }
+    let resumed = cut.elapsed();
     let to_relay = until_paths(&net, &addresses, "relay", Duration::from_secs(30));
     for (i, j) in [(0, 1), (1, 0)] {
         assert!(
@@ -206,5 +252,35 @@ pub fn direct_path_dies_and_returns(backend: BackendChoice) {
             .unwrap();
     }
     let to_direct = until_paths(&net, &addresses, "direct", Duration::from_secs(30));
-    println!("direct path died: relayed after {to_relay:?}; UDP back: direct after {to_direct:?}");
+    println!(
+        "direct path cut: traffic resumed over DERP after {resumed:?} (both paths relay {to_relay:?} later); UDP back: direct after {to_direct:?}"
+    );
+    // The issue's bound, with the 200 ms between pings and ping's 1 s wait as slack.
+    assert!(
+        resumed < Duration::from_secs(5) + Duration::from_millis(1200),
+        "traffic stopped for {resumed:?}\n{}",
+        net.logs()
+    );
+}
+
+/// A firewall on n1 that drops WireGuard's port (so disco on that port fails as WireGuard does):
+/// the pair ends relayed and keeps working, instead of holding on to a path that cannot carry
+/// WireGuard.
+pub fn wg_port_firewalled_on_one_host_ends_relayed(backend: BackendChoice) {
+    let (net, _daemons, addresses, took) = relayed_pair(backend, Firewall::WgPortOnN1);
+    // Give disco time to try every candidate, then check it did not settle on a direct path.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let _ = net.agents[0].ping(addresses[1], 1);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(paths(&net), ["relay", "relay"], "{}", net.logs());
+    for (i, j) in [(0, 1), (1, 0)] {
+        assert!(
+            net.agents[i].ping(addresses[j], 2),
+            "n{i} lost n{j}\n{}",
+            net.logs()
+        );
+    }
+    println!("WireGuard's port firewalled on n1: relayed, reachable after {took:?}");
 }

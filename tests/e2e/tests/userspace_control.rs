@@ -33,3 +33,8 @@ fn userspace_open_pair_goes_direct() {
 fn userspace_direct_path_dies_and_returns() {
     meshgate_e2e::relay_lab::direct_path_dies_and_returns(Userspace);
 }
+
+#[test]
+fn userspace_wg_port_firewalled_on_one_host_ends_relayed() {
+    meshgate_e2e::relay_lab::wg_port_firewalled_on_one_host_ends_relayed(Userspace);
+}

@@ -39,7 +39,7 @@ const NETCHECK_EVERY: Duration = Duration::from_secs(30);
 const NETCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the kernel's counters are read (traffic keeps disco's session active; a plain
 /// peer's direct endpoint is on trial).
-const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+const OBSERVE_EVERY: Duration = Duration::from_millis(500);
 /// How long `meshgate ping` waits for a pong.
 const PING_WAIT: Duration = Duration::from_secs(5);
 
@@ -430,7 +430,7 @@ impl Steering {
             }
         };
         let timer = async {
-            match self.table.poll_timeout() {
+            match self.table.poll_timeout(Instant::now().into_std()) {
                 Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
                 None => std::future::pending().await,
             }
@@ -479,6 +479,7 @@ impl Steering {
                         tx_bytes: stats.tx_bytes,
                         rx_bytes: stats.rx_bytes,
                     };
+                    tracing::trace!(peer = %key, tx = seen.tx_bytes, rx = seen.rx_bytes, "kernel counters");
                     self.table.observe(key.as_bytes(), seen, now);
                 }
             }
