@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshgate_tailcfg::{
-    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, DiscoPublic, Hostinfo, MachinePrivate,
-    MapFrameDecoder, MapRequest, MapResponse, NetInfo, NodePrivate, OverTlsPublicKeyResponse,
-    RegisterAuth, RegisterRequest, RegisterResponse, Time,
+    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, DiscoPublic, EndpointType, Hostinfo,
+    MachinePrivate, MapFrameDecoder, MapRequest, MapResponse, NetInfo, NodePrivate,
+    OverTlsPublicKeyResponse, RegisterAuth, RegisterRequest, RegisterResponse, Time,
 };
 use meshgate_wg::InterfaceConfig;
 use rand_core::RngCore;
@@ -346,7 +346,7 @@ impl ControlClient {
         &mut self,
         node_key: &NodePrivate,
         hostinfo: Hostinfo,
-        endpoints: &[SocketAddr],
+        endpoints: &[Endpoint],
     ) -> Result<(), ClientError> {
         let request = MapRequest {
             version: CAPABILITY_VERSION,
@@ -354,7 +354,8 @@ impl ControlClient {
             stream: false,
             omit_peers: true,
             hostinfo: Some(hostinfo),
-            endpoints: endpoints.to_vec(),
+            endpoints: endpoints.iter().map(|e| e.addr).collect(),
+            endpoint_types: endpoints.iter().map(|e| e.kind.into()).collect(),
             disco_key: self.disco_key,
             ..MapRequest::default()
         };
@@ -372,7 +373,7 @@ impl ControlClient {
         &mut self,
         node_key: &NodePrivate,
         hostinfo: Hostinfo,
-        endpoints: &[SocketAddr],
+        endpoints: &[Endpoint],
     ) -> Result<MapStream, ClientError> {
         let request = MapRequest {
             version: CAPABILITY_VERSION,
@@ -381,7 +382,8 @@ impl ControlClient {
             node_key: node_key.public(),
             stream: true,
             hostinfo: Some(hostinfo),
-            endpoints: endpoints.to_vec(),
+            endpoints: endpoints.iter().map(|e| e.addr).collect(),
+            endpoint_types: endpoints.iter().map(|e| e.kind.into()).collect(),
             disco_key: self.disco_key,
             ..MapRequest::default()
         };
@@ -521,11 +523,12 @@ pub struct RunConfig {
     pub server: ControlServer,
     pub auth_key: Option<String>,
     pub hostinfo: Hostinfo,
-    /// Our WireGuard endpoints (`address:listen port`), sent in every map request.
-    pub endpoints: Vec<SocketAddr>,
+    /// Our WireGuard endpoints (`address:listen port`) and how each was found, sent in every
+    /// map request.
+    pub endpoints: Vec<Endpoint>,
     /// Later endpoint lists (the daemon re-reads its addresses): a change is sent at once as a
     /// lite map request and replaces `endpoints` for later streams. `None`: fixed endpoints.
-    pub endpoint_updates: Option<watch::Receiver<Vec<SocketAddr>>>,
+    pub endpoint_updates: Option<watch::Receiver<Vec<Endpoint>>>,
     /// The latest netcheck result (home DERP region, latencies): sent in Hostinfo, a change
     /// at once as a lite map request. `None`: none to send.
     pub net_info_updates: Option<watch::Receiver<Option<NetInfo>>>,
@@ -554,6 +557,23 @@ impl RunConfig {
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One of our endpoints and how it was found (`MapRequest.EndpointTypes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub kind: EndpointType,
+}
+
+impl Endpoint {
+    /// An address of one of the host's interfaces.
+    pub fn local(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            kind: EndpointType::Local,
         }
     }
 }

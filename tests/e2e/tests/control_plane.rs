@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use meshgate_control::client::{RunConfig, run};
+use meshgate_control::client::{Endpoint, RunConfig, run};
 use meshgate_control::state::Persisted;
 use meshgate_coordinator::{Config, Server};
 use meshgate_coordinator_store::{NewAuthKey, SqliteStore, Store};
@@ -273,7 +273,7 @@ async fn changed_endpoints_reach_the_peer_without_reconnecting() {
     let secret = auth_key(&*coordinator.store, "carol@example.com", true);
     let first: std::net::SocketAddr = "192.0.2.1:41641".parse().unwrap();
     let moved: std::net::SocketAddr = "198.51.100.7:41641".parse().unwrap();
-    let (endpoints_tx, endpoints_rx) = watch::channel(vec![first]);
+    let (endpoints_tx, endpoints_rx) = watch::channel(vec![Endpoint::local(first)]);
     let mut receivers = Vec::new();
     let mut clients = Vec::new();
     for n in 0..2 {
@@ -284,7 +284,7 @@ async fn changed_endpoints_reach_the_peer_without_reconnecting() {
         config.backoff_min = Duration::from_millis(50);
         config.backoff_max = Duration::from_millis(500);
         if n == 0 {
-            config.endpoints = vec![first];
+            config.endpoints = vec![Endpoint::local(first)];
             config.endpoint_updates = Some(endpoints_rx.clone());
         }
         let (tx, rx) = watch::channel(None);
@@ -298,7 +298,7 @@ async fn changed_endpoints_reach_the_peer_without_reconnecting() {
         |_, c| peer_endpoint(c) == Some(first),
     )
     .await;
-    endpoints_tx.send(vec![moved]).unwrap();
+    endpoints_tx.send(vec![Endpoint::local(moved)]).unwrap();
     wait_all(
         &mut receivers[1..],
         "seeing node 0's new endpoint",

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use meshgate_control::client::{ClientError, RunConfig, logout as logout_at, run_with_peers};
+use meshgate_control::client::{
+    ClientError, Endpoint, RunConfig, logout as logout_at, run_with_peers,
+};
 use meshgate_control::endpoint::ControlServer;
 use meshgate_control::netmap::PeerDirectory;
 use meshgate_control::state::Persisted;
@@ -190,7 +192,8 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     cfg.hostinfo.os = "linux".to_owned();
     cfg.hostinfo.ipn_version = env!("CARGO_PKG_VERSION").to_owned();
     cfg.hostinfo.routable_ips = settings.routable_ips();
-    cfg.endpoints = local_endpoints(args.port, &args.iface);
+    let local = local_endpoints(args.port, &args.iface);
+    cfg.endpoints = local.iter().copied().map(Endpoint::local).collect();
     let (endpoints, endpoint_updates) = watch::channel(cfg.endpoints.clone());
     cfg.endpoint_updates = Some(endpoint_updates);
     cfg.wg = WgOptions {
@@ -202,7 +205,7 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     tracing::info!(
         server = %server,
         hostname = %cfg.hostinfo.hostname,
-        endpoints = ?cfg.endpoints,
+        endpoints = ?local,
         "joining the tailnet"
     );
     let (derp_map_tx, derp_maps) = watch::channel(None);
@@ -230,7 +233,7 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         endpoints,
     );
     cfg.disco_key = Some(steering.disco_public());
-    steering.set_local_endpoints(cfg.endpoints.clone());
+    steering.set_local_endpoints(local);
     let (config_tx, configs) = watch::channel(None::<InterfaceConfig>);
     let (peers_tx, peers) = watch::channel(PeerDirectory::new());
     let (ended_tx, ended) = watch::channel(None::<String>);

@@ -18,10 +18,11 @@ use meshgate_netcheck::PlanOptions;
 use meshgate_paths::Via;
 use meshgate_sharedport::SharedPort;
 
+use meshgate_control::client::Endpoint;
 use meshgate_control::netmap::PeerDirectory;
 use meshgate_netcheck::{History, Report, run_once, run_over};
 use meshgate_paths::{Path, PathTable, PeerPaths, Relay, RelayConfig, RelayEvent, WgObservation};
-use meshgate_tailcfg::{DerpMap, DiscoPublic, NetInfo, NodePrivate, NodePublic};
+use meshgate_tailcfg::{DerpMap, DiscoPublic, EndpointType, NetInfo, NodePrivate, NodePublic};
 use meshgate_wg::{Engine, InterfaceConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -107,7 +108,7 @@ pub(super) struct Steering {
     local: Vec<SocketAddr>,
     stun: watch::Receiver<Option<SocketAddr>>,
     stun_open: bool,
-    endpoints_out: watch::Sender<Vec<SocketAddr>>,
+    endpoints_out: watch::Sender<Vec<Endpoint>>,
     /// The last netcheck report and when it was taken.
     report: watch::Receiver<Option<(Report, std::time::SystemTime)>>,
     /// `meshgate ping`s waiting for their pong.
@@ -137,7 +138,7 @@ impl Steering {
         extra_ca: Option<Vec<u8>>,
         derp_map: watch::Receiver<Option<DerpMap>>,
         net_info: watch::Sender<Option<NetInfo>>,
-        endpoints_out: watch::Sender<Vec<SocketAddr>>,
+        endpoints_out: watch::Sender<Vec<Endpoint>>,
     ) -> Steering {
         let (home_tx, home) = watch::channel(None);
         let (stun_tx, stun) = watch::channel(None);
@@ -397,13 +398,18 @@ impl Steering {
     }
 
     fn publish_endpoints(&mut self) {
-        let mut endpoints = self.local.clone();
+        let mut endpoints: Vec<Endpoint> =
+            self.local.iter().copied().map(Endpoint::local).collect();
         if let Some(mapped) = *self.stun.borrow()
-            && !endpoints.contains(&mapped)
+            && !self.local.contains(&mapped)
         {
-            endpoints.push(mapped);
+            endpoints.push(Endpoint {
+                addr: mapped,
+                kind: EndpointType::Stun,
+            });
         }
-        self.table.set_local_endpoints(endpoints.clone());
+        self.table
+            .set_local_endpoints(endpoints.iter().map(|e| e.addr).collect());
         self.endpoints_out.send_if_modified(|current| {
             let changed = *current != endpoints;
             if changed {
