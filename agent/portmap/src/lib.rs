@@ -1,0 +1,1 @@
+//! Port mapping for WireGuard's port on the home router: UPnP IGD, NAT-PMP and PCP.
