@@ -187,14 +187,26 @@ impl DiscoPeer {
         self.pings.insert(tx_id, InFlight { to, sent: now });
     }
 
-    /// A ping reached us over UDP from `from`: a candidate while the session lasts.
-    pub fn pinged_from(&mut self, from: SocketAddr, now: Instant) {
+    /// A ping reached us over UDP from `from`: a candidate while the session lasts, pinged
+    /// back at once unless pinged within [`PING_GAP`] (the peer's NAT just showed us the port
+    /// it maps towards us; waiting for the next heartbeat would cost seconds).
+    pub fn pinged_from(&mut self, from: SocketAddr, now: Instant, wants: &mut Vec<Want>) {
         let candidate = self.candidates.entry(from).or_insert(Candidate {
             source: Source::PingedUs { at: now },
             last_ping: None,
         });
         if let Source::PingedUs { at } = &mut candidate.source {
             *at = now;
+        }
+        let trusted = self
+            .best
+            .is_some_and(|b| b.probed.addr == from && now < b.trusted_until);
+        let recently = candidate
+            .last_ping
+            .is_some_and(|at| now.duration_since(at) < PING_GAP);
+        if !trusted && !recently {
+            candidate.last_ping = Some(now);
+            wants.push(Want::Ping { to: from });
         }
     }
 

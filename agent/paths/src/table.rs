@@ -153,6 +153,8 @@ pub struct PathTable {
     pings: BTreeMap<[u8; 12], Key>,
     /// Disco peers that have not had their first round of pings.
     unpinged: Vec<Key>,
+    /// Our own home DERP region.
+    home: Option<u16>,
     /// Pings someone asked for (`meshgate ping`): whose, which way, when.
     manual: BTreeMap<[u8; 12], (Key, Via, Instant)>,
     results: VecDeque<PingResult>,
@@ -209,6 +211,11 @@ impl PathTable {
         self.unpinged.retain(|key| peers.contains_key(key));
     }
 
+    /// Our own home DERP region (see [`PathTable::path`]).
+    pub fn set_home(&mut self, home: Option<u16>) {
+        self.home = home;
+    }
+
     /// Our own endpoints, sent in CallMeMaybe.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
         self.local_endpoints = endpoints;
@@ -252,10 +259,11 @@ impl PathTable {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
+        let mut wants = Vec::new();
         let src = match via {
             Via::Udp(addr) => {
                 if let Some(disco) = &mut peer.disco {
-                    disco.pinged_from(addr, now);
+                    disco.pinged_from(addr, now, &mut wants);
                 }
                 addr
             }
@@ -266,6 +274,7 @@ impl PathTable {
             via,
             msg: Outgoing::Pong { tx_id, src },
         });
+        self.queue(*key, wants, now);
     }
 
     /// A disco Pong from `key` over `via`. Only pongs over UDP prove a direct path.
@@ -431,7 +440,7 @@ impl PathTable {
                     });
                 }
                 Want::CallMeMaybe => {
-                    let region = peer.relayed_in.or(peer.paths.home_region);
+                    let region = peer.relayed_in.or(peer.paths.home_region).or(self.home);
                     if let Some(region) = region
                         && !self.local_endpoints.is_empty()
                     {
@@ -450,14 +459,14 @@ impl PathTable {
 
     /// The path to `key` at `now`, if it is a peer.
     pub fn path(&self, key: &Key, now: Instant) -> Option<Path> {
-        self.peers.get(key).map(|p| path_of(p, now))
+        self.peers.get(key).map(|p| path_of(p, self.home, now))
     }
 
     /// Every peer's path at `now`.
     pub fn paths(&self, now: Instant) -> impl Iterator<Item = (&Key, Path)> {
         self.peers
             .iter()
-            .map(move |(key, peer)| (key, path_of(peer, now)))
+            .map(move |(key, peer)| (key, path_of(peer, self.home, now)))
     }
 
     /// Whether a plain WireGuard peer is still being tried directly (the caller should keep
@@ -524,12 +533,14 @@ fn observed(peer: &Peer, seen: WgObservation, now: Instant) -> State {
     }
 }
 
-fn path_of(peer: &Peer, now: Instant) -> Path {
+/// `our_home` stands in for a disco peer's home region until control tells it (a region both
+/// sides use in a one-region tailnet, and a better first guess than an endpoint behind a NAT).
+fn path_of(peer: &Peer, our_home: Option<u16>, now: Instant) -> Path {
     if let Some(disco) = &peer.disco {
         if let Some(addr) = disco.direct(now) {
             return Path::Direct(addr);
         }
-        if let Some(region) = peer.relayed_in.or(peer.paths.home_region) {
+        if let Some(region) = peer.relayed_in.or(peer.paths.home_region).or(our_home) {
             return Path::Relay { region };
         }
         // No relay to fall back on: the first endpoint may still work.
@@ -976,6 +987,10 @@ mod tests {
                 src: from
             }
         );
+        // ... and the new address is pinged back at once (it is how the peer's NAT maps us).
+        let back = b.table.poll_transmit().unwrap();
+        assert_eq!(back.via, Via::Udp(from));
+        assert!(matches!(back.msg, Outgoing::Ping { .. }));
         b.table.handle_ping(&A, Via::Derp(900), [8; 12], now);
         let pong = b.table.poll_transmit().unwrap();
         assert_eq!(

@@ -92,6 +92,7 @@ pub fn read(host: &Host, name: &str) -> Result<InterfaceState, Error> {
 }
 
 pub mod control_lab;
+pub mod direct_timing;
 pub mod nat_lab;
 pub mod policy_lab;
 pub mod relay_lab;

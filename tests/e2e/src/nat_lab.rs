@@ -3,17 +3,18 @@
 //! get there; a case that is traversable without port mapping must end direct (on both
 //! sides), the others relayed, and traffic must flow either way.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use meshgate_netns_lab::{Host, Lab, Nat, NatKind, Segment};
 use meshgate_wg::BackendChoice;
 
-use crate::tailnet_lab::{TailnetLab, ipv4_of, peer_count};
+use crate::tailnet_lab::TailnetLab;
 
 /// Where the two agents sit.
 #[derive(Clone, Copy, Debug)]
 pub enum Topology {
+    /// Both on the "internet" switch, no NAT.
+    Switch,
     /// Each behind its own router with these NATs.
     Behind(NatKind, NatKind),
     /// Both on the LAN of one endpoint-independent router with hairpinning.
@@ -21,7 +22,8 @@ pub enum Topology {
 }
 
 impl Topology {
-    fn name(self) -> String {
+    /// A short name (it prefixes namespace and interface names).
+    pub fn name(self) -> String {
         let kind = |k: NatKind| match k {
             NatKind::None => "none",
             NatKind::EndpointIndependent => "eim",
@@ -29,13 +31,22 @@ impl Topology {
             NatKind::UdpBlocked => "noudp",
         };
         match self {
+            Topology::Switch => "switch".to_owned(),
             Topology::Behind(a, b) => format!("{}-{}", kind(a), kind(b)),
             Topology::SameNat => "samenat".to_owned(),
         }
     }
 
-    fn place(self, lab: &Lab, internet: &Segment) -> Vec<Host> {
+    /// Builds the agents' hosts (`n0`, `n1`) around the switch `internet`.
+    pub fn place(self, lab: &Lab, internet: &Segment) -> Vec<Host> {
         match self {
+            Topology::Switch => (0..2)
+                .map(|i| {
+                    let host = lab.add_host(&format!("n{i}")).unwrap();
+                    internet.attach(&host).unwrap();
+                    host
+                })
+                .collect(),
             Topology::Behind(a, b) => [a, b]
                 .into_iter()
                 .enumerate()
@@ -73,39 +84,9 @@ pub fn traversal(backend: BackendChoice, topology: Topology, direct: bool) {
     let started = Instant::now();
     let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addresses: Vec<IpAddr> = loop {
-        let statuses: Vec<_> = (0..2).map(|i| net.status(i)).collect();
-        if statuses.iter().all(|s| {
-            peer_count(s) == Some(1)
-                && s.as_ref()
-                    .is_some_and(|s| ipv4_of(&s["self"]["addresses"]).is_some())
-        }) {
-            break statuses
-                .iter()
-                .map(|s| ipv4_of(&s.as_ref().unwrap()["self"]["addresses"]).unwrap())
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: the agents never saw each other: {statuses:#?}\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-
+    let addresses = net.wait_joined();
     // Traffic both ways (it also keeps disco's session active).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (i, j) in [(0, 1), (1, 0)] {
-        while !net.agents[i].ping(addresses[j], 1) {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: n{i} cannot reach n{j}: {:#?}\n{}",
-                net.status(i),
-                net.logs()
-            );
-        }
-    }
+    net.wait_reachable(&addresses);
     let reachable = started.elapsed();
 
     // The final path: direct on both sides within 20 s for a traversable case; otherwise

@@ -58,22 +58,7 @@ pub fn policy_edit_reaches_every_agent(backend: BackendChoice) {
     let policy_arg = policy.to_str().unwrap().to_owned();
     net.serve(&["--policy", &policy_arg]);
     let _daemons: Vec<_> = (0..3).map(|i| net.start_daemon(i, 1, true, &[])).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addresses: Vec<IpAddr> = loop {
-        let statuses: Vec<_> = (0..3).map(|i| net.status(i)).collect();
-        if statuses.iter().all(|s| peer_count(s) == Some(2)) {
-            break statuses
-                .iter()
-                .map(|s| ipv4_of(&s.as_ref().unwrap()["self"]["addresses"]).unwrap())
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agents never saw each other: {statuses:#?}\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let addresses = net.wait_joined();
 
     // A broken edit: refused with the file's line, and the running policy stays.
     std::fs::write(

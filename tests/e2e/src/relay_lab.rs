@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use meshgate_netns_lab::Proc;
 use meshgate_wg::BackendChoice;
 
-use crate::tailnet_lab::{TailnetLab, ipv4_of, peer_count};
+use crate::tailnet_lab::TailnetLab;
 
 /// n<i>'s firewall drops all UDP arriving from `other` (the lab's address of the other
 /// agent), in its own table so nothing else is touched. With both sides doing so, no datagram
@@ -82,39 +82,8 @@ fn relayed_pair(
     let started = Instant::now();
     let daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addresses: Vec<IpAddr> = loop {
-        let statuses: Vec<_> = (0..2).map(|i| net.status(i)).collect();
-        if statuses.iter().all(|s| {
-            peer_count(s) == Some(1)
-                && s.as_ref()
-                    .is_some_and(|s| ipv4_of(&s["self"]["addresses"]).is_some())
-        }) {
-            break statuses
-                .iter()
-                .map(|s| ipv4_of(&s.as_ref().unwrap()["self"]["addresses"]).unwrap())
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agents never saw each other: {statuses:#?}\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-
-    // Both ways by tailnet address.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (i, j) in [(0, 1), (1, 0)] {
-        while !net.agents[i].ping(addresses[j], 1) {
-            assert!(
-                Instant::now() < deadline,
-                "n{i} cannot reach n{j}: {:#?}\n{}",
-                net.status(i),
-                net.logs()
-            );
-        }
-    }
+    let addresses = net.wait_joined();
+    net.wait_reachable(&addresses);
     let took = started.elapsed();
     (net, daemons, addresses, took)
 }

@@ -246,6 +246,49 @@ impl TailnetLab {
         }
     }
 
+    /// Waits up to 60 s until every agent has a tailnet address and sees all the others;
+    /// their tailnet IPv4 addresses.
+    pub fn wait_joined(&self) -> Vec<IpAddr> {
+        let others = self.agents.len() - 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let statuses: Vec<_> = (0..self.agents.len()).map(|i| self.status(i)).collect();
+            let addresses: Option<Vec<IpAddr>> = statuses
+                .iter()
+                .map(|s| {
+                    let s = s
+                        .as_ref()
+                        .filter(|s| s["peers"].as_array().map(Vec::len) == Some(others))?;
+                    ipv4_of(&s["self"]["addresses"])
+                })
+                .collect();
+            if let Some(addresses) = addresses {
+                return addresses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agents never saw each other: {statuses:#?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits up to 60 s until n0 and n1 reach each other by tailnet address, both ways.
+    pub fn wait_reachable(&self, addresses: &[IpAddr]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (i, j) in [(0, 1), (1, 0)] {
+            while !self.agents[i].ping(addresses[j], 1) {
+                assert!(
+                    Instant::now() < deadline,
+                    "n{i} cannot reach n{j}: {:#?}\n{}",
+                    self.status(i),
+                    self.logs()
+                );
+            }
+        }
+    }
+
     /// Every log file of the run, for failure messages.
     pub fn logs(&self) -> String {
         logs(&self.dir.0)

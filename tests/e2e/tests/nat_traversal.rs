@@ -45,3 +45,8 @@ fn udp_blocked_on_one_side_ends_relayed() {
 fn both_behind_the_same_nat_ends_direct() {
     traversal(Userspace, Topology::SameNat, true);
 }
+
+#[test]
+fn no_nat_ends_direct() {
+    traversal(Userspace, Topology::Switch, true);
+}

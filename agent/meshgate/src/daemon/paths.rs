@@ -498,8 +498,13 @@ impl Steering {
                 packet,
             })) => {
                 let Some(message) = self.disco.open_derp(&peer, &packet) else {
+                    tracing::debug!(
+                        region,
+                        "disco: dropped a packet over DERP from a sender that is not that peer"
+                    );
                     return false;
                 };
+                tracing::trace!(region, ?message, "disco in (DERP)");
                 let via = Via::Derp(region);
                 match message {
                     Message::Ping(ping) => self.table.handle_ping(&peer, via, ping.tx_id, now),
@@ -532,10 +537,10 @@ impl Steering {
             Wake::Timer => self.table.handle_timeout(now),
             Wake::Home => {
                 let home = *self.home.borrow_and_update();
+                self.table.set_home(home);
                 if let Some((relay, _)) = &self.relay {
                     relay.set_home(home).await;
                 }
-                return false;
             }
             Wake::DerpMap => {
                 let map = self.derp_map.borrow_and_update().clone();
