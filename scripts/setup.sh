@@ -16,7 +16,7 @@ PACKAGES=(
   build-essential pkg-config
   iproute2 iputils-ping nftables kmod cpio
   wireguard-tools wireguard-go
-  qemu-system-x86 busybox-static xz-utils
+  qemu-system-x86 busybox-static xz-utils miniupnpd
 )
 
 missing=()
@@ -27,6 +27,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# miniupnpd is only run inside lab namespaces by the portmap tests; never as the host's daemon.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now miniupnpd.service >/dev/null 2>&1 || true
 fi
 
 # The VM lab boots Debian's stock kernel. Unpack the package into a cache instead of installing
