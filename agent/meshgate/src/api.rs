@@ -38,6 +38,9 @@ pub struct Status {
     #[serde(rename = "self")]
     pub self_node: SelfStatus,
     pub peers: Vec<PeerStatus>,
+    /// WireGuard's port mapped on the gateway (UPnP, NAT-PMP or PCP), control mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mapping: Option<String>,
     /// DERP relays (control mode, once control sent a DERP map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derp: Option<DerpStatus>,
@@ -127,6 +130,9 @@ pub struct NetcheckAnswer {
     pub region_latency_ms: std::collections::BTreeMap<u16, f64>,
     /// Whether STUN and disco run on WireGuard's port (raw sockets); if not, disco is off.
     pub shared_port: bool,
+    /// WireGuard's port mapped on the gateway: protocol, external address, lease.
+    #[serde(default)]
+    pub port_mapping: Option<String>,
     /// Seconds since the report was taken.
     pub age_secs: u64,
 }
@@ -459,6 +465,9 @@ fn render(status: &Status, now: SystemTime) -> String {
         status.self_node.public_key.as_deref().unwrap_or("-"),
         status.self_node.listen_port
     );
+    if let Some(mapping) = &status.port_mapping {
+        let _ = writeln!(out, "port mapping: {mapping}");
+    }
     if let Some(derp) = &status.derp {
         let regions: Vec<String> = derp
             .regions
@@ -569,6 +578,7 @@ mod tests {
                     ..PeerStatus::default()
                 },
             ],
+            port_mapping: Some("NAT-PMP 44.0.0.1:40000 (lease 7200 s)".into()),
             derp: Some(DerpStatus {
                 home: Some(900),
                 regions: vec![DerpRegionStatus {

@@ -61,6 +61,11 @@ fn render_netcheck(r: &NetcheckAnswer) -> String {
         0 => "none".to_owned(),
         id => id.to_string(),
     };
+    let _ = writeln!(
+        out,
+        "  * PortMapping: {}",
+        r.port_mapping.as_deref().unwrap_or("none")
+    );
     let _ = writeln!(out, "  * Nearest DERP: {home}");
     let _ = writeln!(out, "  * DERP latency:");
     for (region, ms) in &r.region_latency_ms {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshgate_netns_lab::{Host, Lab, Nat, NatKind, Segment};
+use meshgate_netns_lab::{Host, Lab, Nat, NatKind, Proc, Segment, UpnpProtocols};
 use meshgate_wg::BackendChoice;
 
 use crate::tailnet_lab::TailnetLab;
@@ -74,15 +74,68 @@ impl Topology {
 /// Runs one case; `direct` is whether it must end on a direct path.
 pub fn traversal(backend: BackendChoice, topology: Topology, direct: bool) {
     let name = topology.name();
-    let mut net = TailnetLab::with_agents(&format!("nat{name}"), backend, |lab, internet| {
+    let net = TailnetLab::with_agents(&format!("nat{name}"), backend, |lab, internet| {
         topology.place(lab, internet)
     });
+    run_case(net, &name, direct);
+}
+
+/// Both agents behind endpoint-dependent NATs whose routers run miniupnpd (NAT-PMP and PCP):
+/// without the mappings this case ends relayed; with them, direct. The "internet" is
+/// 44.0.0.0/24, a range miniupnpd agrees to map on (it refuses the documentation ranges).
+pub fn traversal_with_port_mapping(backend: BackendChoice) {
+    let mut gateways = Vec::new();
+    let dir = crate::TempDir::new("upnp");
+    let net = TailnetLab::with_agents_on(
+        "natupnp",
+        backend,
+        Some("44.0.0.0/24".parse().unwrap()),
+        |lab, internet| {
+            (0..2)
+                .map(|i| {
+                    let router = lab
+                        .add_router(&format!("r{i}"), internet, NatKind::EndpointDependent)
+                        .unwrap();
+                    let lan = lab.add_lan(&router).unwrap();
+                    let host = lab.add_lan_host(&lan, &format!("n{i}")).unwrap();
+                    let protocols = UpnpProtocols {
+                        upnp: false,
+                        natpmp_and_pcp: true,
+                    };
+                    gateways.push(
+                        router
+                            .run_miniupnpd(&lan, &dir.0.join(format!("r{i}")), protocols)
+                            .unwrap(),
+                    );
+                    host
+                })
+                .collect()
+        },
+    );
+    let (net, _daemons) = run_case(net, "edm-edm+portmap", true);
+    // Both agents hold a mapping (shown by status, and advertised as an endpoint). The first
+    // packets each way can only have come in through a mapping; once a flow is open, disco
+    // may keep the flow's address as the best path instead, which is as good. Without
+    // mappings this case ends relayed (the plain edm-edm case).
+    for i in 0..2 {
+        let own = net.status(i).unwrap();
+        let mapping = own["port_mapping"].as_str().unwrap_or_default();
+        assert!(
+            mapping.starts_with("NAT-PMP ") || mapping.starts_with("PCP "),
+            "n{i} has no port mapping: {own:#}"
+        );
+    }
+    drop(gateways);
+}
+
+/// Runs the case on a built lab; the lab and its daemons, still up, for more checks.
+fn run_case(mut net: TailnetLab, name: &str, direct: bool) -> (TailnetLab, Vec<Proc>) {
     net.lab.check_isolation().unwrap();
     let derp_flags = net.start_relay();
     let derp_flags: Vec<&str> = derp_flags.iter().map(String::as_str).collect();
     net.serve(&derp_flags);
     let started = Instant::now();
-    let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
+    let daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
 
     let addresses = net.wait_joined();
     // Traffic both ways (it also keeps disco's session active).
@@ -129,4 +182,5 @@ pub fn traversal(backend: BackendChoice, topology: Topology, direct: bool) {
             net.logs()
         );
     }
+    (net, daemons)
 }

@@ -61,8 +61,22 @@ impl TailnetLab {
         backend: BackendChoice,
         place: impl FnOnce(&Lab, &Segment) -> Vec<Host>,
     ) -> TailnetLab {
+        TailnetLab::with_agents_on(name, backend, None, place)
+    }
+
+    /// [`TailnetLab::with_agents`] with the coordinator's switch on `subnet` (default: the lab's
+    /// first switch subnet).
+    pub fn with_agents_on(
+        name: &str,
+        backend: BackendChoice,
+        subnet: Option<ipnet::IpNet>,
+        place: impl FnOnce(&Lab, &Segment) -> Vec<Host>,
+    ) -> TailnetLab {
         let lab = Lab::new(name).unwrap();
-        let switch = lab.add_switch("sw").unwrap();
+        let switch = match subnet {
+            Some(subnet) => lab.add_switch_with("sw", &[subnet]).unwrap(),
+            None => lab.add_switch("sw").unwrap(),
+        };
         let coordinator = lab.add_host("coord").unwrap();
         switch.attach(&coordinator).unwrap();
         let agents = place(&lab, &switch);

@@ -50,3 +50,8 @@ fn both_behind_the_same_nat_ends_direct() {
 fn no_nat_ends_direct() {
     traversal(Userspace, Topology::Switch, true);
 }
+
+#[test]
+fn both_endpoint_dependent_with_port_mapping_ends_direct() {
+    meshgate_e2e::nat_lab::traversal_with_port_mapping(Userspace);
+}

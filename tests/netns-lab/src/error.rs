@@ -74,6 +74,9 @@ pub enum Error {
         /// The segment's name.
         segment: String,
     },
+    /// A service the lab runs (miniupnpd) could not be set up or did not start.
+    #[error("{0}")]
+    Setup(String),
     /// The isolation audit found an interface whose other end is outside the lab.
     #[error("namespace {netns} has a link out of the lab: {line}")]
     NotIsolated {

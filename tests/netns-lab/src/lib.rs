@@ -34,6 +34,7 @@ mod process;
 mod ready;
 mod router;
 mod segment;
+mod upnp;
 
 pub use cleanup::sweep_leftovers;
 pub use error::{Error, Result};
@@ -45,3 +46,4 @@ pub use probe::{Reflector, mapped_addr};
 pub use process::Proc;
 pub use router::Router;
 pub use segment::{Iface, Segment};
+pub use upnp::{UPNP_TABLE, UpnpProtocols};

@@ -317,6 +317,18 @@ fn without_peers(config: &InterfaceConfig) -> InterfaceConfig {
     config
 }
 
+/// Ends the session, if any: the control client stops and the port mapping is deleted on the
+/// gateway. Whether there was one.
+async fn end_session(session: &mut Option<Session>) -> bool {
+    match session.take() {
+        Some(mut s) => {
+            s.steering.shutdown().await;
+            true
+        }
+        None => false,
+    }
+}
+
 /// What the session woke the daemon for.
 enum SessionEvent {
     /// A new configuration from control (false: the client stopped).
@@ -478,7 +490,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                         let _ = reply.send(Ok("already up; nothing changed".to_owned()));
                         continue;
                     }
-                    session = None;
+                    end_session(&mut session).await;
                     settings = wanted;
                     match start_session(args, &settings) {
                         Ok(started) => {
@@ -518,7 +530,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     continue;
                 }
                 Request::Down(reply) => {
-                    let message = if session.take().is_some() {
+                    let message = if end_session(&mut session).await {
                         "down: the control session stopped and the peers are off the interface (meshgate up resumes)"
                     } else {
                         "already down"
@@ -544,7 +556,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                         let _ = reply.send(Err(format!("already logged out (no node key in {})", args.state_dir.display())));
                         continue;
                     }
-                    session = None;
+                    end_session(&mut session).await;
                     state = "logged-out";
                     // A new node key needs an auth key again.
                     settings.auth_key = None;
@@ -584,7 +596,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         }
         desired = Some(new);
     }
-    drop(session);
+    end_session(&mut session).await;
     tracing::info!(interface = %args.iface, "stopping; the interface keeps forwarding");
     Ok(())
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use meshgate_disco::Message;
 use meshgate_netcheck::PlanOptions;
 use meshgate_paths::Via;
+use meshgate_portmap::{Mapping, PortMapper, Protocol, default_gateway};
 use meshgate_sharedport::SharedPort;
 
 use meshgate_control::client::Endpoint;
@@ -79,7 +80,7 @@ pub(super) enum Wake {
     DiscoUdp(SocketAddr, Bytes),
     /// The path table's timers are due.
     Timer,
-    /// Our STUN-mapped endpoint changed.
+    /// Our STUN-mapped endpoint or the port mapping changed.
     Stun,
 }
 
@@ -111,6 +112,10 @@ pub(super) struct Steering {
     endpoints_out: watch::Sender<Vec<Endpoint>>,
     /// The last netcheck report and when it was taken.
     report: watch::Receiver<Option<(Report, std::time::SystemTime)>>,
+    /// The port mapping of WireGuard's port on the gateway (none without a default gateway).
+    portmap: Option<PortMapper>,
+    mapping: watch::Receiver<Option<Mapping>>,
+    mapping_open: bool,
     /// `meshgate ping`s waiting for their pong.
     pings: BTreeMap<[u8; 12], (PingReply, Instant)>,
     /// Paths written in the last routed configuration, and bridges to close once it is applied.
@@ -162,6 +167,10 @@ impl Steering {
                 (None, None, None, Transport::OwnSocket)
             }
         };
+        let (portmap, mapping) = match start_portmap(wg_port) {
+            Some((portmap, mapping)) => (Some(portmap), mapping),
+            None => (None, watch::channel(None).1),
+        };
         let netcheck = tokio::spawn(netcheck_loop(
             transport,
             derp_map.clone(),
@@ -196,6 +205,9 @@ impl Steering {
             stun_open: true,
             endpoints_out,
             report,
+            mapping_open: portmap.is_some(),
+            portmap,
+            mapping,
             pings: BTreeMap::new(),
             routed: BTreeMap::new(),
             release_after_apply: Vec::new(),
@@ -318,6 +330,7 @@ impl Steering {
                 .filter_map(|(id, l)| Some((u16::try_from(*id).ok()?, l.as_secs_f64() * 1e3)))
                 .collect(),
             shared_port: self.port.is_some(),
+            port_mapping: self.port_mapping(),
             age_secs: at.elapsed().map_or(0, |d| d.as_secs()),
         })
     }
@@ -385,6 +398,30 @@ impl Steering {
         }
     }
 
+    /// Deletes the port mapping on the gateway (a clean stop; bounded by the request timeouts).
+    pub async fn shutdown(&mut self) {
+        if let Some(portmap) = self.portmap.take()
+            && let Err(e) = portmap.stop().await
+        {
+            tracing::debug!("port mapping: {e}");
+        }
+    }
+
+    /// The port mapping, as `meshgate status` and `netcheck` show it.
+    pub fn port_mapping(&self) -> Option<String> {
+        let mapping = (*self.mapping.borrow())?;
+        let protocol = match mapping.protocol {
+            Protocol::NatPmp => "NAT-PMP",
+            Protocol::Pcp => "PCP",
+            Protocol::Upnp => "UPnP",
+        };
+        Some(format!(
+            "{protocol} {} (lease {} s)",
+            mapping.external,
+            mapping.lease.as_secs()
+        ))
+    }
+
     /// Our disco key, for control.
     pub fn disco_public(&self) -> DiscoPublic {
         self.disco.public()
@@ -406,6 +443,14 @@ impl Steering {
             endpoints.push(Endpoint {
                 addr: mapped,
                 kind: EndpointType::Stun,
+            });
+        }
+        if let Some(mapping) = *self.mapping.borrow()
+            && !endpoints.iter().any(|e| e.addr == mapping.external)
+        {
+            endpoints.push(Endpoint {
+                addr: mapping.external,
+                kind: EndpointType::Portmapped,
             });
         }
         self.table
@@ -462,6 +507,10 @@ impl Steering {
             }
             changed = self.stun.changed(), if self.stun_open => {
                 self.stun_open = changed.is_ok();
+                Wake::Stun
+            }
+            changed = self.mapping.changed(), if self.mapping_open => {
+                self.mapping_open = changed.is_ok();
                 Wake::Stun
             }
         }
@@ -551,6 +600,9 @@ impl Steering {
             }
             Wake::Stun => {
                 self.stun.borrow_and_update();
+                if let Some(mapping) = *self.mapping.borrow_and_update() {
+                    tracing::info!(external = %mapping.external, protocol = ?mapping.protocol, "port mapped");
+                }
                 self.publish_endpoints();
                 return false;
             }
@@ -760,6 +812,36 @@ fn find_peer(peers: &PeerDirectory, query: &str) -> Option<Key> {
         .iter()
         .find(|(_, info)| info.name == query || info.name.split('.').next() == Some(query))
         .map(|(key, _)| *key)
+}
+
+/// Maps WireGuard's port on the default gateway (UPnP, NAT-PMP or PCP, whichever answers), from
+/// the address that routes to it; none without a default IPv4 gateway.
+fn start_portmap(wg_port: u16) -> Option<(PortMapper, watch::Receiver<Option<Mapping>>)> {
+    let gateway = match default_gateway() {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            tracing::info!("no port mapping: {e}");
+            return None;
+        }
+    };
+    let local = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect((gateway, 5351))?;
+            s.local_addr()
+        })
+        .ok()
+        .and_then(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })?;
+    // No fixed gateway: the mapper follows the default route as it changes.
+    match PortMapper::start(wg_port, None, local) {
+        Ok(started) => Some(started),
+        Err(e) => {
+            tracing::info!("no port mapping: {e}");
+            None
+        }
+    }
 }
 
 fn fallback_region(map: &DerpMap) -> Option<i32> {

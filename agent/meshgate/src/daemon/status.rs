@@ -97,6 +97,7 @@ pub(super) fn add_session(status: &mut Status, directory: &PeerDirectory, steeri
             None => {}
         }
     }
+    status.port_mapping = steering.port_mapping();
     let derp = steering.derp();
     if derp.home.is_some() || !derp.regions.is_empty() {
         status.derp = Some(DerpStatus {
