@@ -30,6 +30,7 @@ type BoxError = Box<dyn std::error::Error>;
 mod control;
 mod disco;
 mod endpoints;
+mod netcheck;
 mod paths;
 mod prefs;
 mod status;
