@@ -7,7 +7,8 @@
 //! (44.0.0.1) with a LAN 10.1.0.0/24, the client 10.1.0.2 and an outside host 44.0.0.2.
 //!
 //! NAT choice: the router is built with `NatKind::None` and the NAT is miniupnpd's own nftables
-//! table (made here, as Debian's `nft_init.sh` would if it worked): forward policy accept,
+//! table (made by the lab's `Router::run_miniupnpd`, as Debian's `nft_init.sh` would if it
+//! worked): forward policy accept,
 //! `masquerade` out of the WAN for ordinary traffic, and the chains miniupnpd fills with its
 //! DNAT rules. The lab's own NAT kinds are not used because their ruleset drops unsolicited
 //! WAN UDP to the external address before any DNAT of miniupnpd's could match, and two NAT
@@ -22,24 +23,22 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use meshgate_netns_lab::{Host, Lab, NatKind, Proc, Router};
+use meshgate_netns_lab::{Host, Lab, NatKind, Proc, Router, Segment, UPNP_TABLE, UpnpProtocols};
 use meshgate_portmap::{Config, Mapping, Options, PortMapper, Protocol};
 use tokio::sync::watch;
 
 const WG_PORT: u16 = 51820;
 const LEASE: Duration = Duration::from_secs(8);
-const TABLE: &str = "miniupnpd";
+const TABLE: &str = UPNP_TABLE;
 
 struct World {
     lab: Lab,
     router: Router,
     client: Host,
     outside: Host,
-    wan_if: String,
-    lan_if: String,
+    lan: Segment,
     dir: PathBuf,
     protocol: Protocol,
 }
@@ -61,22 +60,17 @@ fn world(name: &str, protocol: Protocol) -> World {
     let lan = lab.add_lan(&router).unwrap();
     let client = lab.add_lan_host(&lan, "client").unwrap();
     lab.check_isolation().unwrap();
-    let wan_if = router.iface_on(&internet).unwrap().name;
-    let lan_if = router.iface_on(&lan).unwrap().name;
     let dir = std::env::temp_dir().join(format!("mg-portmap-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let w = World {
+    World {
         lab,
         router,
         client,
         outside,
-        wan_if,
-        lan_if,
+        lan,
         dir,
         protocol,
-    };
-    w.init_nft();
-    w
+    }
 }
 
 impl World {
@@ -86,49 +80,6 @@ impl World {
 
     fn client_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 1, 0, 2)
-    }
-
-    fn init_nft(&self) {
-        // Drop the sibling protocol's requests so only the one under test answers.
-        let filter = match self.protocol {
-            Protocol::NatPmp => "udp dport 5351 @th,64,8 0x02 drop",
-            Protocol::Pcp => "udp dport 5351 @th,64,8 0x00 drop",
-            Protocol::Upnp => "",
-        };
-        let rules = format!(
-            "table inet {TABLE} {{
-  chain input {{
-    type filter hook input priority 0; policy accept;
-    {filter}
-  }}
-  chain forward {{
-    type filter hook forward priority 0; policy accept;
-    jump miniupnpd
-  }}
-  chain miniupnpd {{
-  }}
-  chain prerouting {{
-    type nat hook prerouting priority -100; policy accept;
-    jump prerouting_miniupnpd
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority 100; policy accept;
-    jump postrouting_miniupnpd
-    oifname \"{wan}\" masquerade
-  }}
-  chain prerouting_miniupnpd {{
-  }}
-  chain postrouting_miniupnpd {{
-  }}
-}}
-",
-            wan = self.wan_if
-        );
-        let path = self.dir.join("init.nft");
-        std::fs::write(&path, rules).unwrap();
-        self.router
-            .exec_ok(["nft", "-f", path.to_str().unwrap()])
-            .unwrap();
     }
 
     /// A router reboot as far as mappings go: miniupnpd's chains are emptied.
@@ -154,56 +105,15 @@ impl World {
     }
 
     fn start_miniupnpd(&self) -> Proc {
-        let upnp = self.protocol == Protocol::Upnp;
-        let conf = format!(
-            "ext_ifname={wan}
-listening_ip={lan}
-http_port=0
-enable_upnp={upnp}
-enable_natpmp={pmp}
-secure_mode=yes
-system_uptime=no
-min_lifetime=2
-uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
-upnp_table_name={TABLE}
-upnp_nat_table_name={TABLE}
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 10.1.0.0/24 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-",
-            wan = self.wan_if,
-            lan = self.lan_if,
-            upnp = if upnp { "yes" } else { "no" },
-            pmp = if upnp { "no" } else { "yes" },
-        );
-        let conf_path = self.dir.join("miniupnpd.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("miniupnpd.log"))
-            .unwrap();
-        let mut cmd = self.router.command("/usr/sbin/miniupnpd");
-        cmd.args(["-d", "-4", "-f"])
-            .arg(&conf_path)
-            .arg("-P")
-            .arg(self.dir.join("miniupnpd.pid"))
-            .stdout(Stdio::null())
-            .stderr(log);
-        let proc = self.router.spawn(cmd).unwrap();
-        // Ready when its NAT-PMP/PCP or SSDP socket is bound (bounded poll: no signal exists).
-        let port = if upnp { ":1900 " } else { ":5351 " };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let ss = self.router.exec_ok(["ss", "-uln"]).unwrap_or_default();
-            if ss.contains(port) {
-                return proc;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("miniupnpd did not start: {}", self.log());
+        let protocols = UpnpProtocols {
+            upnp: self.protocol == Protocol::Upnp,
+            natpmp: self.protocol == Protocol::NatPmp,
+            pcp: self.protocol == Protocol::Pcp,
+            min_lifetime: Some(2),
+        };
+        self.router
+            .run_miniupnpd(&self.lan, &self.dir, protocols)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn log(&self) -> String {

@@ -99,8 +99,9 @@ pub fn traversal_with_port_mapping(backend: BackendChoice) {
                     let lan = lab.add_lan(&router).unwrap();
                     let host = lab.add_lan_host(&lan, &format!("n{i}")).unwrap();
                     let protocols = UpnpProtocols {
-                        upnp: false,
-                        natpmp_and_pcp: true,
+                        natpmp: true,
+                        pcp: true,
+                        ..UpnpProtocols::default()
                     };
                     gateways.push(
                         router

@@ -20,16 +20,21 @@ use crate::segment::Segment;
 /// The nft table miniupnpd's rules go in.
 pub const UPNP_TABLE: &str = "miniupnpd";
 
-/// Which protocols miniupnpd answers (in 2.3.x NAT-PMP and PCP share one switch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What miniupnpd answers. In 2.3.x NAT-PMP and PCP share one switch: asking for one without
+/// the other drops the other's requests at the router (by the version byte on UDP 5351).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpnpProtocols {
     pub upnp: bool,
-    pub natpmp_and_pcp: bool,
+    pub natpmp: bool,
+    pub pcp: bool,
+    /// Shortest lease granted, in seconds (miniupnpd's `min_lifetime`; its default when none).
+    pub min_lifetime: Option<u32>,
 }
 
 impl Router {
     /// Starts miniupnpd on this router for the hosts of `lan`, with its files in `dir`; it
-    /// runs until the returned process is dropped. Waits (bounded) until it listens.
+    /// runs until the returned process is dropped. Waits (bounded) until it listens. Its table
+    /// is made anew each time, so starting it again is a router reboot: no mapping survives.
     pub fn run_miniupnpd(
         &self,
         lan: &Segment,
@@ -51,11 +56,20 @@ impl Router {
             .ok_or_else(|| Error::Setup("the LAN has no IPv4 subnet".into()))?;
         // Without the router's own NAT, this table translates outgoing traffic too.
         let masquerade = match self.nat().kind {
-            NatKind::None => format!("oifname \"{wan}\" masquerade"),
+            NatKind::None => format!("oifname \"{wan}\" masquerade;"),
             _ => String::new(),
         };
+        let alone = match (protocols.natpmp, protocols.pcp) {
+            (true, false) => "udp dport 5351 @th,64,8 0x02 drop;",
+            (false, true) => "udp dport 5351 @th,64,8 0x00 drop;",
+            _ => "",
+        };
+        // Declared, deleted and declared again: one transaction that replaces any earlier one.
         let rules = format!(
-            "table inet {UPNP_TABLE} {{
+            "table inet {UPNP_TABLE} {{}}
+delete table inet {UPNP_TABLE}
+table inet {UPNP_TABLE} {{
+  chain input {{ type filter hook input priority 0; policy accept; {alone} }}
   chain forward {{ type filter hook forward priority 0; policy accept; jump miniupnpd; }}
   chain miniupnpd {{ }}
   chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }}
@@ -79,7 +93,7 @@ enable_upnp={upnp}
 enable_natpmp={pmp}
 secure_mode=yes
 system_uptime=no
-uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
+{min_lifetime}uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
 upnp_table_name={UPNP_TABLE}
 upnp_nat_table_name={UPNP_TABLE}
 upnp_forward_chain=miniupnpd
@@ -90,12 +104,19 @@ deny 0-65535 0.0.0.0/0 0-65535
 ",
             lan = lan_iface.name,
             upnp = yes_no(protocols.upnp),
-            pmp = yes_no(protocols.natpmp_and_pcp),
+            pmp = yes_no(protocols.natpmp || protocols.pcp),
+            min_lifetime = protocols
+                .min_lifetime
+                .map(|s| format!("min_lifetime={s}\n"))
+                .unwrap_or_default(),
         );
         let conf_path = dir.join("miniupnpd.conf");
         std::fs::write(&conf_path, conf).map_err(|e| Error::io("writing miniupnpd.conf", e))?;
-        let log = std::fs::File::create(dir.join("miniupnpd.log"))
-            .map_err(|e| Error::io("creating miniupnpd.log", e))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("miniupnpd.log"))
+            .map_err(|e| Error::io("opening miniupnpd.log", e))?;
         let mut command = self.command("/usr/sbin/miniupnpd");
         command
             .args(["-d", "-4", "-f"])
@@ -106,7 +127,7 @@ deny 0-65535 0.0.0.0/0 0-65535
             .stderr(log);
         let proc = self.spawn(command)?;
         // Ready once its NAT-PMP/PCP or SSDP socket is bound (no signal exists: a bounded poll).
-        let port = if protocols.natpmp_and_pcp {
+        let port = if protocols.natpmp || protocols.pcp {
             ":5351 "
         } else {
             ":1900 "
