@@ -66,36 +66,46 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// A listener the API serves: TCP or unix socket.
+trait Accept: Send {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_stream(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_stream(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_stream(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
 impl AdminApi {
     /// Serves TCP connections until accepting fails for good.
     pub async fn serve_tcp(self, listener: TcpListener) -> std::io::Result<()> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return Ok(());
-            };
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let api = self.clone();
-                    tokio::spawn(async move {
-                        api.serve_connection(stream).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => accept_failed(e).await?,
-            }
-        }
+        self.serve_accepted(listener).await
     }
 
     /// Serves unix-socket connections until accepting fails for good.
     pub async fn serve_unix(self, listener: UnixListener) -> std::io::Result<()> {
+        self.serve_accepted(listener).await
+    }
+
+    /// Serves what `listener` accepts, at most [`MAX_CONNECTIONS`] at a time.
+    async fn serve_accepted<L: Accept>(self, listener: L) -> std::io::Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return Ok(());
             };
-            match listener.accept().await {
-                Ok((stream, _)) => {
+            match listener.accept_stream().await {
+                Ok(stream) => {
                     let api = self.clone();
                     tokio::spawn(async move {
                         api.serve_connection(stream).await;
