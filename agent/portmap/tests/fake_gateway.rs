@@ -13,10 +13,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use meshgate_netns_lab::{Host, Lab};
-use meshgate_portmap::{Config, Options, PortMapper, Protocol};
+use meshgate_portmap::{Config, Options, Protocol};
 
-const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
-const WG_PORT: u16 = 51820;
+mod common;
+
+use common::{LO, first_mapping};
 const EXT: [u8; 4] = [44, 0, 0, 1];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,27 +193,7 @@ fn run_case(
     watch_for: Duration,
 ) -> (Option<meshgate_portmap::Mapping>, usize) {
     let fake = fake(host, spoil);
-    let published = host
-        .run(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (mapper, mut rx) =
-                    PortMapper::start_with(WG_PORT, Some(LO), LO, options()).unwrap();
-                let got = tokio::time::timeout(watch_for, rx.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|m| *m));
-                tokio::time::timeout(Duration::from_secs(5), mapper.stop())
-                    .await
-                    .expect("stop hung")
-                    .expect("task died");
-                got
-            })
-        })
-        .unwrap();
+    let published = first_mapping(host, options(), watch_for);
     (published, fake.maps.load(Ordering::Relaxed))
 }
 

@@ -3,17 +3,18 @@
 //! a lab namespace of its own (only `lo`). Needs root.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use meshgate_netns_lab::{Host, Lab};
-use meshgate_portmap::{Config, Mapping, Options, PortMapper, Protocol};
+use meshgate_portmap::{Config, Mapping, Options, Protocol};
 
-const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
-const WG_PORT: u16 = 51820;
+mod common;
+
+use common::{LO, WG_PORT, first_mapping};
 const HTTP_PORT: u16 = 5000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -235,27 +236,7 @@ fn options() -> Options {
 
 fn run_case(host: &Host, spoil: Spoil, watch_for: Duration) -> (Option<Mapping>, usize) {
     let fake = fake(host, spoil);
-    let published = host
-        .run(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (mapper, mut rx) =
-                    PortMapper::start_with(WG_PORT, Some(LO), LO, options()).unwrap();
-                let got = tokio::time::timeout(watch_for, rx.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|m| *m));
-                tokio::time::timeout(Duration::from_secs(10), mapper.stop())
-                    .await
-                    .expect("stop hung")
-                    .expect("task died");
-                got
-            })
-        })
-        .unwrap();
+    let published = first_mapping(host, options(), watch_for);
     (published, fake.soap_calls.load(Ordering::Relaxed))
 }
 
