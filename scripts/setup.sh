@@ -17,6 +17,7 @@ PACKAGES=(
   iproute2 iputils-ping nftables kmod cpio
   wireguard-tools wireguard-go
   qemu-system-x86 busybox-static xz-utils miniupnpd
+  clang llvm libbpf-dev iperf3
 )
 
 missing=()

@@ -1,0 +1,1 @@
+//! The tc BPF access-control program and its loader.
