@@ -9,6 +9,7 @@ mod disjoint;
 mod error;
 mod model;
 pub mod nft;
+mod verdict;
 
 pub use apply::{apply, remove};
 pub use error::Error;

@@ -225,7 +225,7 @@ fn parse_rule(index: usize, rule: &FilterRule) -> Result<Parsed, Error> {
 }
 
 /// Parses one address form of a rule: `*`, an IP, a CIDR (host bits zero) or an `a-b` range.
-fn parse_ip_set(text: &str) -> Result<Vec<IpNet>, &'static str> {
+pub(crate) fn parse_ip_set(text: &str) -> Result<Vec<IpNet>, &'static str> {
     if text == "*" {
         return Ok(vec![
             IpNet::V4(Ipv4Net::default()),
