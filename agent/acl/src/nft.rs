@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use ipnet::IpNet;
 use nftables::batch::Batch;
 use nftables::expr::{
-    CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range,
+    CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem,
 };
 use nftables::schema::{
     Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
@@ -37,6 +37,21 @@ pub const ALLOW4: &str = "allow4";
 pub const ALLOW6: &str = "allow6";
 pub const ECHO4: &str = "echo4";
 pub const ECHO6: &str = "echo6";
+
+/// ICMP types that always pass: replies and errors (Tailscale's `RunIn`).
+const ICMP_REPLIES: &[&str] = &[
+    "echo-reply",
+    "destination-unreachable",
+    "time-exceeded",
+    "parameter-problem",
+];
+const ICMPV6_REPLIES: &[&str] = &[
+    "echo-reply",
+    "destination-unreachable",
+    "packet-too-big",
+    "time-exceeded",
+    "parameter-problem",
+];
 
 /// The ruleset as JSON text for [`crate::apply`].
 pub fn compile(policy: &Policy, wg_interface: &str) -> Result<String, Error> {
@@ -116,22 +131,35 @@ pub fn ruleset(policy: &Policy, wg_interface: &str) -> Result<Nftables<'static>,
         batch.add(rule(name, vec![iif.clone(), jump.clone()]));
     }
     let accept = || Statement::Accept(None);
-    let ct_state = Expression::Named(NamedExpression::CT(CT {
-        key: "state".into(),
-        family: None,
-        dir: None,
-    }));
-    let established = Expression::List(vec![
-        Expression::String("established".into()),
-        Expression::String("related".into()),
-    ]);
+    let ct = |key: &'static str| {
+        Expression::Named(NamedExpression::CT(CT {
+            key: key.into(),
+            family: None,
+            dir: None,
+        }))
+    };
+    let names = |names: &[&'static str]| {
+        Expression::Named(NamedExpression::Set(
+            names
+                .iter()
+                .map(|n| SetItem::Element(Expression::String((*n).into())))
+                .collect(),
+        ))
+    };
     let filter_rules = vec![
+        // Return traffic of flows this node started. Packets of flows a peer started are
+        // checked against the sets every time, so a new policy cuts what it no longer allows.
         vec![
-            Statement::Match(Match {
-                left: ct_state,
-                right: established,
-                op: Operator::IN,
-            }),
+            matches(ct("direction"), Expression::String("reply".into())),
+            accept(),
+        ],
+        // ICMP replies and errors always pass, as in Tailscale's filter.
+        vec![
+            matches(field("icmp", "type"), names(ICMP_REPLIES)),
+            accept(),
+        ],
+        vec![
+            matches(field("icmpv6", "type"), names(ICMPV6_REPLIES)),
             accept(),
         ],
         vec![

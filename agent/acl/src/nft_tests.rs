@@ -55,7 +55,9 @@ fn golden_chains_and_rules_in_order() {
     let hook_rule = r#"{"add":{"rule":{"family":"inet","table":"meshgate","chain":"forward","expr":[{"match":{"left":{"meta":{"key":"iifname"}},"right":"wg0","op":"=="}},{"jump":{"target":"mesh-filter"}}]}}}"#;
     assert!(json.contains(hook_rule), "{json}");
     let in_order = [
-        r#"{"match":{"left":{"ct":{"key":"state"}},"right":["established","related"],"op":"in"}},{"accept":null}"#,
+        r#"{"match":{"left":{"ct":{"key":"direction"}},"right":"reply","op":"=="}},{"accept":null}"#,
+        r#"{"match":{"left":{"payload":{"protocol":"icmp","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","time-exceeded","parameter-problem"]},"op":"=="}},{"accept":null}"#,
+        r#"{"match":{"left":{"payload":{"protocol":"icmpv6","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","packet-too-big","time-exceeded","parameter-problem"]},"op":"=="}},{"accept":null}"#,
         r#"{"payload":{"protocol":"th","field":"dport"}}]},"right":"@allow4","op":"=="}},{"accept":null}"#,
         r#""right":"@allow6","op":"=="}},{"accept":null}"#,
         r#"{"match":{"left":{"payload":{"protocol":"icmp","field":"type"}},"right":"echo-request","op":"=="}}"#,
@@ -78,7 +80,7 @@ fn golden_chains_and_rules_in_order() {
 fn only_our_table_is_named() {
     let doc: Value = serde_json::from_str(&compile(&policy(), "wg0").unwrap()).unwrap();
     let cmds = doc["nftables"].as_array().unwrap();
-    assert_eq!(cmds.len(), 3 + 3 + 4 + 2 + 6);
+    assert_eq!(cmds.len(), 3 + 3 + 4 + 2 + 8);
     for cmd in cmds {
         let (_, obj) = cmd.as_object().unwrap().iter().next().unwrap();
         let (kind, body) = obj.as_object().unwrap().iter().next().unwrap();
