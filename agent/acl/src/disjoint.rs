@@ -7,35 +7,53 @@ use ipnet::IpNet;
 
 /// Splits `nets` into disjoint prefixes covering exactly their union, each paired with the
 /// indices of the input nets that contain it. Sorted by prefix. `None` past `budget` outputs.
+///
+/// Prefixes nest or are disjoint, and sorted by (address, length) the prefixes strictly inside
+/// one follow it in a contiguous run; so one pass with a stack of enclosing prefixes finds each
+/// prefix's parent, and each prefix is subtracted only its direct children: O(n log n + output
+/// x prefix length) instead of comparing every pair.
 pub(crate) fn refine(nets: &[IpNet], budget: usize) -> Option<Vec<(IpNet, Vec<usize>)>> {
-    let mut uniq: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
-    uniq.sort();
-    uniq.dedup();
-    let mut out = Vec::new();
-    for p in &uniq {
-        let inside: Vec<IpNet> = uniq
-            .iter()
-            .filter(|q| *q != p && p.contains(*q))
-            .copied()
-            .collect();
-        subtract(*p, &inside, &mut out, budget)?;
+    let mut indices: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
+    for (i, net) in nets.iter().enumerate() {
+        indices.entry(net.trunc()).or_default().push(i);
+    }
+    let uniq: Vec<IpNet> = indices.keys().copied().collect();
+    // parent[i]: index in `uniq` of the smallest prefix strictly containing uniq[i].
+    let mut parent: Vec<Option<usize>> = vec![None; uniq.len()];
+    let mut children: Vec<Vec<IpNet>> = vec![Vec::new(); uniq.len()];
+    let mut open: Vec<usize> = Vec::new();
+    for (i, p) in uniq.iter().enumerate() {
+        while let Some(&top) = open.last() {
+            if uniq[top].contains(p) {
+                break;
+            }
+            open.pop();
+        }
+        if let Some(&top) = open.last() {
+            parent[i] = Some(top);
+            children[top].push(*p);
+        }
+        open.push(i);
+    }
+    let mut out: Vec<(IpNet, Vec<usize>)> = Vec::new();
+    for (i, p) in uniq.iter().enumerate() {
+        let mut atoms = Vec::new();
+        subtract(*p, &children[i], &mut atoms, budget.saturating_sub(out.len()))?;
+        if atoms.is_empty() {
+            continue;
+        }
+        // An atom of `p` lies in `p` and its ancestors, and in no other input net.
+        let mut owners = Vec::new();
+        let mut at = Some(i);
+        while let Some(k) = at {
+            owners.extend(indices.get(&uniq[k]).into_iter().flatten().copied());
+            at = parent[k];
+        }
+        owners.sort_unstable();
+        out.extend(atoms.into_iter().map(|atom| (atom, owners.clone())));
     }
     out.sort();
-    // Prefixes nest or are disjoint, and an atom is disjoint from every net strictly inside its
-    // origin, so each input net either contains an atom wholly or misses it.
-    Some(
-        out.into_iter()
-            .map(|atom| {
-                let owners = nets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| n.trunc().contains(&atom))
-                    .map(|(i, _)| i)
-                    .collect();
-                (atom, owners)
-            })
-            .collect(),
-    )
+    Some(out)
 }
 
 /// Pushes `p` minus the union of `subs` (all strictly inside `p`) as prefixes.

@@ -240,3 +240,48 @@ fn overlapping_rules_become_elements_the_kernel_accepts() {
         assert!(listed > 10, "{:#?}", policy.entries());
     });
 }
+
+/// The largest policy the model accepts goes into the kernel in one transaction, and one over
+/// the limit is refused before nft sees it, leaving the policy in force.
+#[test]
+fn a_policy_of_the_largest_size_applies_whole() {
+    in_netns(|| {
+        // 99 990 single-address sources, each to its own port: as many entries as sources.
+        let rules: Vec<FilterRule> = (0..99_990u32)
+            .map(|i| {
+                let src = std::net::Ipv4Addr::from(0x6440_0000 + i).to_string();
+                rule(
+                    &[&src],
+                    &[(
+                        "100.127.255.254",
+                        1 + (i % 60_000) as u16,
+                        1 + (i % 60_000) as u16,
+                    )],
+                    &[6],
+                )
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let policy = Policy::from_filter_rules(&rules).unwrap();
+        let compiled = std::time::Instant::now();
+        apply(&nft::compile(&policy, WG).unwrap()).unwrap();
+        println!(
+            "{} entries: model {:?}, nft {:?}",
+            policy.entries().len(),
+            compiled - started,
+            compiled.elapsed()
+        );
+        assert_eq!(elements(nft::ALLOW4).len(), 99_990);
+
+        let mut over = rules.clone();
+        over.extend((0..20u32).map(|i| {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            rule(&[&src], &[("100.127.255.254", 9, 9)], &[6])
+        }));
+        assert!(matches!(
+            Policy::from_filter_rules(&over),
+            Err(Error::TooManyEntries { .. })
+        ));
+        assert_eq!(elements(nft::ALLOW4).len(), 99_990);
+    });
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshgate_tailcfg::{
-    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, DiscoPublic, EndpointType, Hostinfo,
+    CAPABILITY_VERSION, COMPRESS_ZSTD, DerpMap, DiscoPublic, EndpointType, FilterRule, Hostinfo,
     MachinePrivate, MapFrameDecoder, MapRequest, MapResponse, NetInfo, NodePrivate,
     OverTlsPublicKeyResponse, RegisterAuth, RegisterRequest, RegisterResponse, Time,
 };
@@ -534,6 +534,9 @@ pub struct RunConfig {
     pub net_info_updates: Option<watch::Receiver<Option<NetInfo>>>,
     /// Where to publish the DERP map control sends (the relay needs it).
     pub derp_map_out: Option<watch::Sender<Option<DerpMap>>>,
+    /// Where to publish the packet filter (every named set merged); `None` until control sends
+    /// one, and then an empty list denies everything.
+    pub filter_out: Option<watch::Sender<Option<Vec<FilterRule>>>>,
     /// Our disco key (the public half), told to control so peers can ping us.
     pub disco_key: Option<DiscoPublic>,
     pub wg: WgOptions,
@@ -553,6 +556,7 @@ impl RunConfig {
             endpoint_updates: None,
             net_info_updates: None,
             derp_map_out: None,
+            filter_out: None,
             disco_key: None,
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
@@ -774,6 +778,15 @@ async fn session(
                     let changed = *current != netmap.derp_map;
                     if changed {
                         current.clone_from(&netmap.derp_map);
+                    }
+                    changed
+                });
+            }
+            if let Some(filters) = &cfg.filter_out {
+                filters.send_if_modified(|current| {
+                    let changed = *current != netmap.packet_filter;
+                    if changed {
+                        current.clone_from(&netmap.packet_filter);
                     }
                     changed
                 });
