@@ -11,6 +11,6 @@ mod model;
 pub mod nft;
 mod verdict;
 
-pub use apply::{apply, remove};
+pub use apply::{Counters, apply, counters, remove};
 pub use error::Error;
 pub use model::{Entry, MAX_ENTRIES, Policy};

@@ -20,7 +20,7 @@ use nftables::expr::{
 use nftables::schema::{
     Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
-use nftables::stmt::{JumpTarget, Match, Operator, Statement};
+use nftables::stmt::{Counter, JumpTarget, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::error::Error;
@@ -210,7 +210,10 @@ pub fn ruleset(policy: &Policy, wg_interface: &str) -> Result<Nftables<'static>,
         ],
         vec![Statement::Drop(None)],
     ];
-    for stmts in filter_rules {
+    for mut stmts in filter_rules {
+        // Counted, so that status can say what passed and what was dropped.
+        let verdict_at = stmts.len() - 1;
+        stmts.insert(verdict_at, Statement::Counter(Counter::Anonymous(None)));
         batch.add(rule(FILTER_CHAIN, stmts));
     }
     Ok(batch.to_nftables())

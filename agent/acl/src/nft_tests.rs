@@ -55,16 +55,16 @@ fn golden_chains_and_rules_in_order() {
     let hook_rule = r#"{"add":{"rule":{"family":"inet","table":"meshgate","chain":"forward","expr":[{"match":{"left":{"meta":{"key":"iifname"}},"right":"wg0","op":"=="}},{"jump":{"target":"mesh-filter"}}]}}}"#;
     assert!(json.contains(hook_rule), "{json}");
     let in_order = [
-        r#"{"match":{"left":{"ct":{"key":"direction"}},"right":"reply","op":"=="}},{"accept":null}"#,
-        r#"{"match":{"left":{"payload":{"protocol":"icmp","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","time-exceeded","parameter-problem"]},"op":"=="}},{"accept":null}"#,
-        r#"{"match":{"left":{"payload":{"protocol":"icmpv6","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","packet-too-big","time-exceeded","parameter-problem"]},"op":"=="}},{"accept":null}"#,
-        r#"{"payload":{"protocol":"th","field":"dport"}}]},"right":"@allow4","op":"=="}},{"accept":null}"#,
-        r#""right":"@allow6","op":"=="}},{"accept":null}"#,
+        r#"{"match":{"left":{"ct":{"key":"direction"}},"right":"reply","op":"=="}},{"counter":null},{"accept":null}"#,
+        r#"{"match":{"left":{"payload":{"protocol":"icmp","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","time-exceeded","parameter-problem"]},"op":"=="}},{"counter":null},{"accept":null}"#,
+        r#"{"match":{"left":{"payload":{"protocol":"icmpv6","field":"type"}},"right":{"set":["echo-reply","destination-unreachable","packet-too-big","time-exceeded","parameter-problem"]},"op":"=="}},{"counter":null},{"accept":null}"#,
+        r#"{"payload":{"protocol":"th","field":"dport"}}]},"right":"@allow4","op":"=="}},{"counter":null},{"accept":null}"#,
+        r#""right":"@allow6","op":"=="}},{"counter":null},{"accept":null}"#,
         r#"{"match":{"left":{"payload":{"protocol":"icmp","field":"type"}},"right":"echo-request","op":"=="}}"#,
-        r#""right":"@echo4","op":"=="}},{"accept":null}"#,
+        r#""right":"@echo4","op":"=="}},{"counter":null},{"accept":null}"#,
         r#"{"match":{"left":{"payload":{"protocol":"icmpv6","field":"type"}},"right":"echo-request","op":"=="}}"#,
-        r#""right":"@echo6","op":"=="}},{"accept":null}"#,
-        r#"{"drop":null}"#,
+        r#""right":"@echo6","op":"=="}},{"counter":null},{"accept":null}"#,
+        r#"{"counter":null},{"drop":null}"#,
     ];
     let mut at = 0;
     for snippet in in_order {
