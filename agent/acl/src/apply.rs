@@ -33,7 +33,10 @@ pub struct Counters {
 
 /// Reads the counters of our filter chain's rules.
 pub fn counters() -> Result<Counters, Error> {
-    let listing = run_nft(&["-j", "list", "chain", FAMILY_NAME, TABLE, FILTER_CHAIN], None)?;
+    let listing = run_nft(
+        &["-j", "list", "chain", FAMILY_NAME, TABLE, FILTER_CHAIN],
+        None,
+    )?;
     let doc: serde_json::Value = serde_json::from_str(&listing)?;
     let mut counters = Counters::default();
     let rules = doc["nftables"].as_array().into_iter().flatten();

@@ -38,7 +38,12 @@ pub(crate) fn refine(nets: &[IpNet], budget: usize) -> Option<Vec<(IpNet, Vec<us
     let mut out: Vec<(IpNet, Vec<usize>)> = Vec::new();
     for (i, p) in uniq.iter().enumerate() {
         let mut atoms = Vec::new();
-        subtract(*p, &children[i], &mut atoms, budget.saturating_sub(out.len()))?;
+        subtract(
+            *p,
+            &children[i],
+            &mut atoms,
+            budget.saturating_sub(out.len()),
+        )?;
         if atoms.is_empty() {
             continue;
         }

@@ -44,6 +44,29 @@ pub struct Status {
     /// DERP relays (control mode, once control sent a DERP map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derp: Option<DerpStatus>,
+    /// Access control on what arrives from the mesh (control mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FilterStatus {
+    /// `bpf` (the tc program on the interface), `nftables` (our `inet meshgate` table), `off`
+    /// (`--filter off`) or `none` (nothing applied yet).
+    pub enforcement: String,
+    /// Entries of the policy in force; `None` until control's filter reached this run (the
+    /// kernel then holds what the previous run left, or denies everything).
+    pub entries: Option<usize>,
+    /// Why the last filter or backend change was refused (the previous policy stays).
+    pub error: Option<String>,
+    /// Why BPF is not used, when nftables enforces in `auto` mode.
+    pub bpf_unavailable: Option<String>,
+    /// Packets from the mesh passed (by a rule, a flow or as ICMP replies) and dropped: since
+    /// the BPF program's maps were created, or since nftables last replaced our table.
+    pub passed: Option<u64>,
+    pub dropped: Option<u64>,
+    /// Of `dropped`: unparseable or truncated headers (BPF only).
+    pub malformed: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -433,6 +456,27 @@ pub async fn ip(args: IpArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn render_filter(filter: &FilterStatus) -> String {
+    let mut line = format!("filter: {}", filter.enforcement);
+    match filter.entries {
+        Some(n) => line.push_str(&format!(", {n} entries")),
+        None => line.push_str(", no filter from control yet"),
+    }
+    if let (Some(passed), Some(dropped)) = (filter.passed, filter.dropped) {
+        line.push_str(&format!(", passed {passed}, dropped {dropped}"));
+        if let Some(malformed) = filter.malformed.filter(|m| *m > 0) {
+            line.push_str(&format!(" ({malformed} malformed)"));
+        }
+    }
+    if let Some(why) = &filter.bpf_unavailable {
+        line.push_str(&format!("\n  BPF unavailable: {why}"));
+    }
+    if let Some(error) = &filter.error {
+        line.push_str(&format!("\n  filter error: {error}"));
+    }
+    line
+}
+
 fn render(status: &Status, now: SystemTime) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -465,6 +509,9 @@ fn render(status: &Status, now: SystemTime) -> String {
         status.self_node.public_key.as_deref().unwrap_or("-"),
         status.self_node.listen_port
     );
+    if let Some(filter) = &status.filter {
+        let _ = writeln!(out, "{}", render_filter(filter));
+    }
     if let Some(mapping) = &status.port_mapping {
         let _ = writeln!(out, "port mapping: {mapping}");
     }
@@ -588,6 +635,14 @@ mod tests {
                     error: None,
                 }],
             }),
+            filter: Some(FilterStatus {
+                enforcement: "bpf".into(),
+                entries: Some(12),
+                passed: Some(40),
+                dropped: Some(3),
+                malformed: Some(1),
+                ..FilterStatus::default()
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["self"]["addresses"][0], "100.64.0.1");
@@ -598,6 +653,10 @@ mod tests {
         assert!(text.contains("via 203.0.113.1:8080"), "{text}");
         assert!(text.contains("n2.tailnet.example"), "{text}");
         assert!(text.contains("state: up"), "{text}");
+        assert!(
+            text.contains("filter: bpf, 12 entries, passed 40, dropped 3 (1 malformed)"),
+            "{text}"
+        );
         assert!(text.contains("relay 900 (lab)"), "{text}");
         assert!(
             text.contains("derp: home 900; 900 (lab) connected"),

@@ -105,6 +105,18 @@ pub enum BackendArg {
     Userspace,
 }
 
+/// Who enforces control's packet filter on what arrives from the mesh.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FilterArg {
+    /// The tc BPF program on the interface where it loads, else our nftables table.
+    Auto,
+    /// Our nftables table (`inet meshgate`) only.
+    Nft,
+    /// No filtering by meshgate: removes what an earlier run left. Only behind a firewall of
+    /// your own.
+    Off,
+}
+
 impl From<BackendArg> for BackendChoice {
     fn from(arg: BackendArg) -> Self {
         match arg {
@@ -175,6 +187,13 @@ pub struct DaemonArgs {
     /// How often to compare the kernel with the configuration and mend drift.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub reconcile_every: Duration,
+    /// Who enforces the tailnet's packet filter (control mode).
+    #[arg(long, value_enum, default_value_t = FilterArg::Auto)]
+    pub filter: FilterArg,
+    /// Where the BPF program's maps are pinned (one directory per interface below it), so
+    /// enforcement outlives the daemon. Must be on a bpf filesystem.
+    #[arg(long, default_value = meshgate_ebpf::DEFAULT_PIN_ROOT)]
+    pub bpf_pin_root: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

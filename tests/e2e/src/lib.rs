@@ -91,6 +91,8 @@ pub fn read(host: &Host, name: &str) -> Result<InterfaceState, Error> {
     })
 }
 
+pub mod acl_lab;
+pub mod bpffs;
 pub mod control_lab;
 pub mod direct_timing;
 pub mod nat_lab;

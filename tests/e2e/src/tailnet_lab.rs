@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use meshgate_netns_lab::{Host, Lab, Proc, Segment};
 use meshgate_wg::BackendChoice;
 
+use crate::bpffs::BpfFs;
 use crate::{TempDir, meshgate_bin, unique_ifname};
 
 pub fn backend_flag(backend: BackendChoice) -> &'static str {
@@ -31,6 +32,8 @@ pub struct TailnetLab {
     pub coordinator: Host,
     pub switch: Segment,
     pub lab: Lab,
+    /// Pinned BPF maps of the daemons (unmounted before `dir` goes).
+    pub bpf: BpfFs,
     pub dir: TempDir,
     pub db: PathBuf,
     /// The coordinator's ts2021 address, HOST:PORT.
@@ -82,6 +85,7 @@ impl TailnetLab {
         let agents = place(&lab, &switch);
         let dir = TempDir::new(name);
         let db = dir.0.join("coordinator.db");
+        let bpf = BpfFs::mount(&dir.0.join("bpf"));
         let secret = coordinator
             .exec_ok([
                 meshgate_bin().as_os_str(),
@@ -110,6 +114,7 @@ impl TailnetLab {
             coordinator,
             switch,
             lab,
+            bpf,
             dir,
             db,
             listen,
@@ -200,6 +205,8 @@ impl TailnetLab {
             .args(["--iface", &self.ifaces[i]])
             .args(["--hostname", &format!("n{i}")])
             .args(["--reconcile-every", "1s"])
+            .arg("--bpf-pin-root")
+            .arg(self.bpf.path())
             .arg("--state-dir")
             .arg(&state)
             .arg("--socket")

@@ -38,3 +38,13 @@ fn userspace_direct_path_dies_and_returns() {
 fn userspace_wg_port_firewalled_on_one_host_ends_relayed() {
     meshgate_e2e::relay_lab::wg_port_firewalled_on_one_host_ends_relayed(Userspace);
 }
+
+#[test]
+fn userspace_policy_matrix_bpf() {
+    meshgate_e2e::acl_lab::policy_matrix(Userspace, "auto", "bpf");
+}
+
+#[test]
+fn userspace_policy_matrix_nftables() {
+    meshgate_e2e::acl_lab::policy_matrix(Userspace, "nft", "nftables");
+}

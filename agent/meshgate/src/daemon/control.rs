@@ -11,6 +11,7 @@ use meshgate_control::endpoint::ControlServer;
 use meshgate_control::netmap::PeerDirectory;
 use meshgate_control::state::Persisted;
 use meshgate_control::wgconfig::WgOptions;
+use meshgate_tailcfg::filter::FilterRule;
 use meshgate_wg::{Engine, InterfaceConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, Outcome, Request, UpRequest};
 use crate::cli::DaemonArgs;
 
+use super::access::Access;
 use super::endpoints::{local_endpoints, system_hostname};
 use super::paths::{Steering, Wake};
 use super::prefs::{self, Prefs, Wanted};
@@ -163,6 +165,8 @@ struct Session {
     task: JoinHandle<ClientError>,
     configs: watch::Receiver<Option<InterfaceConfig>>,
     peers: watch::Receiver<PeerDirectory>,
+    /// Control's packet filter (`None` until it sends one).
+    filters: watch::Receiver<Option<Vec<FilterRule>>>,
     /// The fatal error the client ended with (`None` while it runs).
     ended: watch::Receiver<Option<String>>,
     /// Control's latest configuration, before path steering sets the endpoints.
@@ -211,6 +215,8 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     let (derp_map_tx, derp_maps) = watch::channel(None);
     let (net_info_tx, net_info) = watch::channel(None);
     cfg.derp_map_out = Some(derp_map_tx);
+    let (filter_tx, filters) = watch::channel(None);
+    cfg.filter_out = Some(filter_tx);
     cfg.net_info_updates = Some(net_info);
     let derp_ca = args.login_server_ca.as_ref().and_then(|path| {
         std::fs::read(path)
@@ -246,6 +252,7 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         task,
         configs,
         peers,
+        filters,
         ended,
         raw: None,
         steering,
@@ -337,6 +344,8 @@ enum SessionEvent {
     Reroute,
     /// Path steering has something to do.
     Steering(Wake),
+    /// Control sent a new packet filter.
+    Filter,
     Nothing,
 }
 
@@ -351,6 +360,10 @@ async fn next_session_event(session: &mut Option<Session>) -> SessionEvent {
         changed = s.configs.changed() => SessionEvent::Config(changed.is_ok()),
         changed = s.peers.changed() => match changed {
             Ok(()) => SessionEvent::Reroute,
+            Err(_) => SessionEvent::Nothing,
+        },
+        changed = s.filters.changed() => match changed {
+            Ok(()) => SessionEvent::Filter,
             Err(_) => SessionEvent::Nothing,
         },
         wake = s.steering.wake() => SessionEvent::Steering(wake),
@@ -396,6 +409,8 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         (None, _) => "down",
     };
     let mut last_error: Option<String> = None;
+    let mut access = Access::new(args.filter, &args.iface, args.bpf_pin_root.clone());
+    access.start().await;
 
     // What the system holds as far as we know (None: unknown, so the next apply is in full),
     // and the latest configuration control implies.
@@ -410,6 +425,14 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         tokio::select! {
             event = next_session_event(&mut session) => match event {
                 SessionEvent::Nothing => continue,
+                SessionEvent::Filter => {
+                    let Some(current) = session.as_mut() else { continue };
+                    let rules = current.filters.borrow_and_update().clone();
+                    if let Some(rules) = rules {
+                        access.set_rules(&rules).await;
+                    }
+                    continue;
+                }
                 SessionEvent::Steering(wake) => {
                     let Some(current) = session.as_mut() else { continue };
                     if !current.steering.handle(wake, &engine, &args.iface).await {
@@ -453,6 +476,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 if let Some(s) = &mut session {
                     s.steering.set_local_endpoints(local_endpoints(args.port, &args.iface));
                 }
+                access.ensure().await;
                 continue;
             }
             _ = signals.hangup.recv() => {
@@ -465,6 +489,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     let mut status = super::status(&engine, &args.iface, "control", settings.login_server.as_deref()).await;
                     status.state = state.to_owned();
                     status.control_error = last_error.clone();
+                    status.filter = Some(access.status().await);
                     if let Some(s) = &session {
                         super::status::add_session(&mut status, &s.peers.borrow(), &s.steering);
                     }
@@ -588,6 +613,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 if let Some(s) = &mut session {
                     s.steering.applied().await;
                 }
+                access.ensure().await;
             }
             Err(e) => {
                 tracing::error!(interface = %new.name, "apply failed (retried at the next reconcile): {e}");

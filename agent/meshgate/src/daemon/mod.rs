@@ -27,6 +27,7 @@ use crate::cli::DaemonArgs;
 
 type BoxError = Box<dyn std::error::Error>;
 
+mod access;
 mod control;
 mod disco;
 mod endpoints;
