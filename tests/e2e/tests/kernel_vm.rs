@@ -73,3 +73,10 @@ fn kernel_open_pair_goes_direct() {
         meshgate_e2e::relay_lab::open_pair_goes_direct(Kernel)
     });
 }
+
+#[test]
+fn kernel_policy_matrix_bpf() {
+    vm_test!("kernel_policy_matrix_bpf", || {
+        meshgate_e2e::acl_lab::policy_matrix(Kernel, "auto", "bpf")
+    });
+}
