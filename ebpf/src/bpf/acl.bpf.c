@@ -381,7 +381,8 @@ static __always_inline int ingress(struct __sk_buff *skb, int eth)
 
 	count_hit(ctr);
 	count(MG_STAT_PASS_RULE);
-	if (!p.icmp && !(fv && fv->origin == MG_ORIGIN_LOCAL)) {
+	/* Remember the verdict unless the flow is ours or already remembered for this policy. */
+	if (!p.icmp && !(fv && (fv->origin == MG_ORIGIN_LOCAL || fv->policy_gen == gen))) {
 		struct mg_flow_value nv = {
 			.last_seen_ns = now,
 			.origin = MG_ORIGIN_PEER,
