@@ -102,6 +102,11 @@ impl Access {
         if attached || !interface_exists(&self.iface) {
             return;
         }
+        // nftables holds what an earlier run left (or denies all): swapping in fresh, empty
+        // maps now would drop flows it allows, so BPF waits for this run's first filter.
+        if self.active == Active::Nft && self.policy.is_none() {
+            return;
+        }
         let (iface, pins, slot) = (
             self.iface.clone(),
             self.pin_root.clone(),
