@@ -1,0 +1,1 @@
+//! MagicDNS: the resolver on 100.100.100.100.
