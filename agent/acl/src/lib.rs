@@ -9,8 +9,10 @@ mod disjoint;
 mod error;
 mod model;
 pub mod nft;
+mod router;
 mod verdict;
 
 pub use apply::{Counters, apply, counters, remove};
 pub use error::Error;
 pub use model::{Entry, MAX_ENTRIES, Policy};
+pub use router::{MARK_MASK, Router, SUBNET_MARK};

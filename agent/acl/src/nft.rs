@@ -25,11 +25,12 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::error::Error;
 use crate::model::Policy;
+pub use crate::router::Router;
 
 /// Our table's name (family inet).
 pub const TABLE: &str = "meshgate";
 pub(crate) const FAMILY_NAME: &str = "inet";
-const FAMILY: NfFamily = NfFamily::INet;
+pub(crate) const FAMILY: NfFamily = NfFamily::INet;
 /// The regular chain holding the policy.
 pub const FILTER_CHAIN: &str = "mesh-filter";
 /// Set names: port entries and echo pairs, per family.
@@ -53,13 +54,36 @@ const ICMPV6_REPLIES: &[&str] = &[
     "parameter-problem",
 ];
 
-/// The ruleset as JSON text for [`crate::apply`].
+/// The ruleset as JSON text for [`crate::apply`]: the policy only.
 pub fn compile(policy: &Policy, wg_interface: &str) -> Result<String, Error> {
-    Ok(serde_json::to_string(&ruleset(policy, wg_interface)?)?)
+    compile_with(Some(policy), wg_interface, &Router::default())
+}
+
+/// The ruleset as JSON text: the policy when `policy` is given (nftables enforces it), and
+/// what a subnet router or exit node needs.
+pub fn compile_with(
+    policy: Option<&Policy>,
+    wg_interface: &str,
+    router: &Router,
+) -> Result<String, Error> {
+    Ok(serde_json::to_string(&ruleset_with(
+        policy,
+        wg_interface,
+        router,
+    )?)?)
+}
+
+/// The policy-only ruleset as the nftables crate's typed document.
+pub fn ruleset(policy: &Policy, wg_interface: &str) -> Result<Nftables<'static>, Error> {
+    ruleset_with(Some(policy), wg_interface, &Router::default())
 }
 
 /// The ruleset as the nftables crate's typed document.
-pub fn ruleset(policy: &Policy, wg_interface: &str) -> Result<Nftables<'static>, Error> {
+pub fn ruleset_with(
+    policy: Option<&Policy>,
+    wg_interface: &str,
+    router: &Router,
+) -> Result<Nftables<'static>, Error> {
     check_interface(wg_interface)?;
     let mut batch = Batch::new();
     let table = || Table {
@@ -71,10 +95,15 @@ pub fn ruleset(policy: &Policy, wg_interface: &str) -> Result<Nftables<'static>,
     batch.delete(NfListObject::Table(table()));
     batch.add(NfListObject::Table(table()));
 
-    batch.add(NfListObject::Chain(chain(FILTER_CHAIN, None)));
     for (name, hook) in [("input", NfHook::Input), ("forward", NfHook::Forward)] {
         batch.add(NfListObject::Chain(chain(name, Some(hook))));
     }
+    // Before the policy's jump: its accept ends our forward chain.
+    crate::router::add(&mut batch, wg_interface, router);
+    let Some(policy) = policy else {
+        return Ok(batch.to_nftables());
+    };
+    batch.add(NfListObject::Chain(chain(FILTER_CHAIN, None)));
 
     let (mut allow4, mut allow6, mut echo4, mut echo6) = (vec![], vec![], vec![], vec![]);
     for e in policy.entries() {
@@ -235,7 +264,7 @@ fn check_interface(name: &str) -> Result<(), Error> {
     }
 }
 
-fn chain(name: &'static str, hook: Option<NfHook>) -> Chain<'static> {
+pub(crate) fn chain(name: &'static str, hook: Option<NfHook>) -> Chain<'static> {
     Chain {
         family: FAMILY,
         table: TABLE.into(),
@@ -265,7 +294,7 @@ fn set(
     }))
 }
 
-fn rule(chain: &'static str, stmts: Vec<Statement<'static>>) -> NfListObject<'static> {
+pub(crate) fn rule(chain: &'static str, stmts: Vec<Statement<'static>>) -> NfListObject<'static> {
     NfListObject::Rule(Rule {
         family: FAMILY,
         table: TABLE.into(),
@@ -275,7 +304,7 @@ fn rule(chain: &'static str, stmts: Vec<Statement<'static>>) -> NfListObject<'st
     })
 }
 
-fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(crate) fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {
         left,
         right,
@@ -296,7 +325,7 @@ fn field(protocol: &'static str, field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(crate) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 

@@ -285,3 +285,37 @@ fn a_policy_of_the_largest_size_applies_whole() {
         assert_eq!(elements(nft::ALLOW4).len(), 99_990);
     });
 }
+
+/// The router's parts (mark and masquerade, MSS clamp) go in with or without the policy, and
+/// nft lists them back as written.
+#[test]
+fn router_rules_apply_with_and_without_the_policy() {
+    in_netns(|| {
+        let router = meshgate_acl::Router {
+            masquerade: true,
+            clamp_mss: true,
+        };
+        apply(&nft::compile_with(None, WG, &router).unwrap()).unwrap();
+        let listing = ok("nft", &["list", "table", "inet", nft::TABLE]);
+        for line in [
+            "type nat hook postrouting priority srcnat; policy accept;",
+            "oifname \"wg0\" tcp flags syn tcp option maxseg size set rt mtu",
+            // nft folds (mark & 0xff00ffff) | 0x40000 into this equal form.
+            "iifname \"wg0\" meta mark set meta mark & 0xff04ffff | 0x00040000",
+            "meta mark & 0x00ff0000 == 0x00040000 oifname != \"wg0\" masquerade",
+        ] {
+            assert!(listing.contains(line), "{line:?} missing in\n{listing}");
+        }
+        assert!(!listing.contains("mesh-filter"), "{listing}");
+
+        let policy = Policy::from_filter_rules(&[rule(&["*"], &[("*", 22, 22)], &[6])]).unwrap();
+        apply(&nft::compile_with(Some(&policy), WG, &router).unwrap()).unwrap();
+        let listing = ok("nft", &["list", "chain", "inet", nft::TABLE, "forward"]);
+        let mark = listing.find("meta mark set").expect("mark rule");
+        let jump = listing.find("jump mesh-filter").expect("policy jump");
+        assert!(
+            mark < jump,
+            "the mark must come before the policy's accept:\n{listing}"
+        );
+    });
+}

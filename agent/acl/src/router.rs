@@ -1,0 +1,117 @@
+//! What a subnet router or exit node needs from our table, beside the policy (reference §7.4,
+//! DESIGN decision 5): packets forwarded from the mesh are marked and masqueraded where they
+//! leave by another interface, and SYNs entering the mesh get their MSS clamped to the route's
+//! MTU, so LAN hosts with a 1500-byte MTU never send segments the tunnel cannot carry.
+
+use nftables::batch::Batch;
+use nftables::expr::{
+    BinaryOperation, Expression, MetaKey, NamedExpression, Payload, PayloadField, RT, RTKey,
+    TcpOption,
+};
+use nftables::schema::{Chain, NfListObject};
+use nftables::stmt::{Mangle, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
+
+use crate::nft::{FAMILY, TABLE, matches, meta, rule};
+
+/// Marks forwarded packets that came from the mesh (Tailscale's value and mask).
+pub const SUBNET_MARK: u32 = 0x40000;
+pub const MARK_MASK: u32 = 0xff0000;
+/// The chain doing the masquerade (type nat, hook postrouting, priority srcnat).
+pub const POSTROUTING_CHAIN: &str = "postrouting";
+const SRCNAT_PRIORITY: i32 = 100;
+
+/// The router's parts of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Router {
+    /// Source-NAT what the mesh sends out of other interfaces to the router's address there
+    /// (`--snat-subnet-routes`, on by default for subnet routers and exit nodes).
+    pub masquerade: bool,
+    /// Clamp the MSS of TCP SYNs forwarded into the mesh to the route MTU.
+    pub clamp_mss: bool,
+}
+
+impl Router {
+    /// Whether any of it is on.
+    pub fn any(&self) -> bool {
+        self.masquerade || self.clamp_mss
+    }
+}
+
+/// Adds the router's rules to `batch` (after the base chains `forward` exists).
+pub(crate) fn add(batch: &mut Batch<'static>, wg_interface: &str, router: &Router) {
+    let wg = || Expression::String(wg_interface.to_owned().into());
+    if router.clamp_mss {
+        let syn = Statement::Match(Match {
+            left: payload("tcp", "flags"),
+            right: Expression::String("syn".into()),
+            op: Operator::IN,
+        });
+        let clamp = Statement::Mangle(Mangle {
+            key: Expression::Named(NamedExpression::TcpOption(TcpOption {
+                name: "maxseg".into(),
+                field: Some("size".into()),
+            })),
+            value: Expression::Named(NamedExpression::RT(RT {
+                key: RTKey::MTU,
+                family: None,
+            })),
+        });
+        batch.add(rule(
+            "forward",
+            vec![matches(meta(MetaKey::Oifname), wg()), syn, clamp],
+        ));
+    }
+    if router.masquerade {
+        // The input interface is gone by postrouting, hence the mark.
+        let mark = Statement::Mangle(Mangle {
+            key: meta(MetaKey::Mark),
+            value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    meta(MetaKey::Mark),
+                    Expression::Number(!MARK_MASK),
+                ))),
+                Expression::Number(SUBNET_MARK),
+            ]))),
+        });
+        batch.add(rule(
+            "forward",
+            vec![matches(meta(MetaKey::Iifname), wg()), mark],
+        ));
+        batch.add(NfListObject::Chain(Chain {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: POSTROUTING_CHAIN.into(),
+            _type: Some(NfChainType::NAT),
+            hook: Some(NfHook::Postrouting),
+            prio: Some(SRCNAT_PRIORITY),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+        let marked = matches(
+            Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                meta(MetaKey::Mark),
+                Expression::Number(MARK_MASK),
+            ))),
+            Expression::Number(SUBNET_MARK),
+        );
+        let not_back_into_mesh = Statement::Match(Match {
+            left: meta(MetaKey::Oifname),
+            right: wg(),
+            op: Operator::NEQ,
+        });
+        batch.add(rule(
+            POSTROUTING_CHAIN,
+            vec![marked, not_back_into_mesh, Statement::Masquerade(None)],
+        ));
+    }
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
