@@ -47,6 +47,9 @@ pub struct Status {
     /// Access control on what arrives from the mesh (control mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterStatus>,
+    /// Things the admin should fix (forwarding off on a subnet router, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -132,6 +135,8 @@ pub struct UpRequest {
     pub advertise_routes: Option<Vec<String>>,
     pub advertise_exit_node: Option<bool>,
     pub accept_routes: Option<bool>,
+    #[serde(default)]
+    pub snat_subnet_routes: Option<bool>,
 }
 
 /// `meshgate netcheck`: the daemon's last netcheck report.
@@ -421,6 +426,7 @@ pub async fn up(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map(|routes| routes.iter().flatten().map(ToString::to_string).collect()),
         advertise_exit_node: args.advertise_exit_node,
         accept_routes: args.accept_routes,
+        snat_subnet_routes: args.snat_subnet_routes,
     };
     let json = serde_json::to_string(&request)?;
     command(&args.socket, &format!("up {json}")).await
@@ -511,6 +517,9 @@ fn render(status: &Status, now: SystemTime) -> String {
     );
     if let Some(filter) = &status.filter {
         let _ = writeln!(out, "{}", render_filter(filter));
+    }
+    for warning in &status.warnings {
+        let _ = writeln!(out, "warning: {warning}");
     }
     if let Some(mapping) = &status.port_mapping {
         let _ = writeln!(out, "port mapping: {mapping}");
@@ -643,6 +652,7 @@ mod tests {
                 malformed: Some(1),
                 ..FilterStatus::default()
             }),
+            warnings: vec!["forwarding is off".into()],
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["self"]["addresses"][0], "100.64.0.1");
@@ -653,6 +663,7 @@ mod tests {
         assert!(text.contains("via 203.0.113.1:8080"), "{text}");
         assert!(text.contains("n2.tailnet.example"), "{text}");
         assert!(text.contains("state: up"), "{text}");
+        assert!(text.contains("warning: forwarding is off"), "{text}");
         assert!(
             text.contains("filter: bpf, 12 entries, passed 40, dropped 3 (1 malformed)"),
             "{text}"

@@ -169,6 +169,14 @@ pub struct DaemonArgs {
     /// Route the subnets other nodes advertise (once approved on the coordinator).
     #[arg(long, conflicts_with = "config")]
     pub accept_routes: bool,
+    /// Masquerade what the mesh sends into advertised subnets and out through an exit node
+    /// (`false` keeps peers' source addresses, for LANs that route the tailnet back).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL", conflicts_with = "config")]
+    pub snat_subnet_routes: bool,
+    /// Turn on IPv4 and IPv6 forwarding when advertising routes or an exit node (set back by
+    /// `meshgate down`); without it the daemon only warns when forwarding is off.
+    #[arg(long, conflicts_with = "config")]
+    pub enable_forwarding: bool,
     /// WireGuard's UDP port in control mode (--config mode takes ListenPort from the file).
     #[arg(long, default_value_t = 41641)]
     pub port: u16,
@@ -250,6 +258,9 @@ pub struct UpArgs {
     /// Route the subnets other nodes advertise (`--accept-routes=false` to stop).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub accept_routes: Option<bool>,
+    /// Masquerade what the mesh sends into advertised subnets (`=false` keeps source addresses).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub snat_subnet_routes: Option<bool>,
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }

@@ -98,5 +98,6 @@ pub mod direct_timing;
 pub mod nat_lab;
 pub mod policy_lab;
 pub mod relay_lab;
+pub mod router_lab;
 pub mod scenarios;
 pub mod tailnet_lab;

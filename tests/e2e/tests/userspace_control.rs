@@ -48,3 +48,8 @@ fn userspace_policy_matrix_bpf() {
 fn userspace_policy_matrix_nftables() {
     meshgate_e2e::acl_lab::policy_matrix(Userspace, "nft", "nftables");
 }
+
+#[test]
+fn userspace_office_subnet_router() {
+    meshgate_e2e::router_lab::office_subnet_router(Userspace);
+}

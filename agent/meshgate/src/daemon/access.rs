@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use meshgate_acl::Policy;
+use meshgate_acl::{Policy, Router};
 use meshgate_ebpf::{Enforcer, LinkKind};
 use meshgate_tailcfg::filter::FilterRule;
 
@@ -36,11 +36,17 @@ pub(super) struct Access {
     /// Why BPF is not used (auto mode), or why the last filter was refused.
     bpf_unavailable: Option<String>,
     error: Option<String>,
+    /// What our table does for forwarded traffic (subnet router, exit node).
+    router: Router,
+    /// Between `start` and `stop` (a control session runs).
+    running: bool,
 }
 
 impl Access {
-    pub(super) fn new(mode: FilterArg, iface: &str, pin_root: PathBuf) -> Access {
+    pub(super) fn new(mode: FilterArg, iface: &str, pin_root: PathBuf, router: Router) -> Access {
         Access {
+            router,
+            running: false,
             mode,
             iface: iface.to_owned(),
             pin_root,
@@ -55,23 +61,14 @@ impl Access {
     /// At start: adopts what a previous run left in the kernel, else denies everything until
     /// control's filter arrives. `off` removes what we left.
     pub(super) async fn start(&mut self) {
+        if self.running {
+            return;
+        }
+        self.running = true;
         match self.mode {
             FilterArg::Off => {
-                let iface = self.iface.clone();
-                let pins = self.pin_root.clone();
-                let removed = blocking(move || {
-                    let nft = meshgate_acl::remove().map_err(|e| e.to_string());
-                    let bpf = if Enforcer::is_attached(&iface) {
-                        Enforcer::detach(&iface, &pins).map_err(|e| e.to_string())
-                    } else {
-                        Ok(())
-                    };
-                    nft.and(bpf)
-                })
-                .await;
-                if let Err(e) = removed {
-                    tracing::warn!("--filter off: removing our earlier filtering: {e}");
-                }
+                self.detach_bpf().await;
+                self.table_without_policy().await;
                 tracing::warn!(
                     "--filter off: nothing arriving from the mesh is filtered by meshgate"
                 );
@@ -95,7 +92,7 @@ impl Access {
     /// Brings BPF enforcement up where it should be and is not (the interface appeared or was
     /// re-created). Cheap when nothing is to do; called after applies and at every reconcile.
     pub(super) async fn ensure(&mut self) {
-        if self.mode != FilterArg::Auto || self.bpf_unavailable.is_some() {
+        if !self.running || self.mode != FilterArg::Auto || self.bpf_unavailable.is_some() {
             return;
         }
         let attached = self.active == Active::Bpf && Enforcer::is_attached(&self.iface);
@@ -127,7 +124,7 @@ impl Access {
             Ok(()) => {
                 tracing::info!(interface = %self.iface, "access control: tc BPF program attached");
                 self.active = Active::Bpf;
-                self.remove_nft().await;
+                self.table_without_policy().await;
             }
             Err(e) => {
                 tracing::warn!(interface = %self.iface, "access control by BPF unavailable ({e}); using nftables");
@@ -142,7 +139,7 @@ impl Access {
 
     /// Control sent a (new) filter: compile it and put it in force, or keep the one in force.
     pub(super) async fn set_rules(&mut self, rules: &[FilterRule]) {
-        if self.mode == FilterArg::Off {
+        if !self.running || self.mode == FilterArg::Off {
             return;
         }
         let policy = match Policy::from_filter_rules(rules) {
@@ -178,6 +175,7 @@ impl Access {
                     let policy = self.policy.clone().unwrap_or_default();
                     if self.apply_nft(policy).await {
                         self.detach_bpf().await;
+                        self.active = Active::Nft;
                     }
                     return;
                 }
@@ -189,9 +187,9 @@ impl Access {
 
     /// Applies `policy` as our nftables table; true when it took effect.
     async fn apply_nft(&mut self, policy: Arc<Policy>) -> bool {
-        let iface = self.iface.clone();
+        let (iface, router) = (self.iface.clone(), self.router);
         let applied = blocking(move || {
-            let json = meshgate_acl::nft::compile(&policy, &iface)?;
+            let json = meshgate_acl::nft::compile_with(Some(&policy), &iface, &router)?;
             meshgate_acl::apply(&json)
         })
         .await;
@@ -214,10 +212,57 @@ impl Access {
         }
     }
 
-    async fn remove_nft(&mut self) {
-        if let Err(e) = blocking(meshgate_acl::remove).await {
-            tracing::warn!("removing our nftables table (BPF enforces now): {e}");
+    /// Our table once nftables no longer enforces the policy: only the router's part, or
+    /// nothing.
+    async fn table_without_policy(&mut self) {
+        let (iface, router) = (self.iface.clone(), self.router);
+        let done = blocking(move || {
+            if router.any() {
+                meshgate_acl::apply(&meshgate_acl::nft::compile_with(None, &iface, &router)?)
+            } else {
+                meshgate_acl::remove()
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!("our nftables table: {e}");
+            self.error = Some(format!("nftables: {e}"));
         }
+    }
+
+    /// The daemon offers routes or an exit node, or stops: our table follows.
+    pub(super) async fn set_router(&mut self, router: Router) {
+        if router == self.router {
+            return;
+        }
+        self.router = router;
+        if !self.running {
+            return;
+        }
+        match self.active {
+            Active::Nft => {
+                self.apply_nft(self.policy.clone().unwrap_or_default())
+                    .await;
+            }
+            Active::Bpf | Active::Nothing => self.table_without_policy().await,
+        }
+    }
+
+    /// `meshgate down`: the interface has no peers left, so nothing can arrive from the mesh;
+    /// everything of ours goes (the BPF program, its maps, our table). `up` starts again.
+    pub(super) async fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        self.router = Router::default();
+        self.detach_bpf().await;
+        if let Err(e) = blocking(meshgate_acl::remove).await {
+            tracing::warn!("removing our nftables table: {e}");
+        }
+        self.active = Active::Nothing;
+        self.policy = None;
+        self.bpf_unavailable = None;
     }
 
     async fn detach_bpf(&mut self) {
@@ -228,13 +273,16 @@ impl Access {
         );
         let detached = blocking(move || {
             lock(&slot).take();
-            Enforcer::detach(&iface, &pins)
+            if Enforcer::is_attached(&iface) {
+                Enforcer::detach(&iface, &pins)
+            } else {
+                Ok(())
+            }
         })
         .await;
         if let Err(e) = detached {
             tracing::warn!("detaching the BPF program: {e}");
         }
-        self.active = Active::Nft;
     }
 
     fn entries(&self) -> Option<usize> {

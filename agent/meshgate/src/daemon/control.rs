@@ -21,6 +21,7 @@ use crate::cli::DaemonArgs;
 
 use super::access::Access;
 use super::endpoints::{local_endpoints, system_hostname};
+use super::forwarding::Forwarding;
 use super::paths::{Steering, Wake};
 use super::prefs::{self, Prefs, Wanted};
 use super::{BoxError, Signals, log_result, start_api};
@@ -34,6 +35,7 @@ struct Settings {
     advertise_routes: Vec<IpNet>,
     advertise_exit_node: bool,
     accept_routes: bool,
+    snat_subnet_routes: bool,
 }
 
 impl Settings {
@@ -47,6 +49,7 @@ impl Settings {
             advertise_routes: routes,
             advertise_exit_node: args.advertise_exit_node,
             accept_routes: args.accept_routes,
+            snat_subnet_routes: args.snat_subnet_routes,
         })
     }
 
@@ -58,6 +61,7 @@ impl Settings {
             advertise_routes: stored.advertise_routes.clone(),
             advertise_exit_node: stored.advertise_exit_node,
             accept_routes: stored.accept_routes,
+            snat_subnet_routes: stored.snat_subnet_routes.unwrap_or(true),
         }
     }
 
@@ -69,6 +73,7 @@ impl Settings {
             advertise_routes: self.advertise_routes.clone(),
             advertise_exit_node: self.advertise_exit_node,
             accept_routes: self.accept_routes,
+            snat_subnet_routes: (!self.snat_subnet_routes).then_some(false),
             wanted,
         }
     }
@@ -80,6 +85,20 @@ impl Settings {
             ips.extend(exit_routes());
         }
         ips
+    }
+
+    /// What our nftables table does for forwarded traffic: a node offering routes or an exit
+    /// node clamps MSS into the mesh and, unless told not to, masquerades.
+    fn advertising(&self) -> bool {
+        !self.advertise_routes.is_empty() || self.advertise_exit_node
+    }
+
+    fn router(&self) -> meshgate_acl::Router {
+        let advertising = self.advertising();
+        meshgate_acl::Router {
+            masquerade: advertising && self.snat_subnet_routes,
+            clamp_mss: advertising,
+        }
     }
 
     /// These settings with what `up` gave (a field left out keeps its value).
@@ -110,6 +129,9 @@ impl Settings {
         }
         if let Some(accept) = up.accept_routes {
             new.accept_routes = accept;
+        }
+        if let Some(snat) = up.snat_subnet_routes {
+            new.snat_subnet_routes = snat;
         }
         let Some(server) = &new.login_server else {
             return Err("no login server: give --login-server URL".into());
@@ -317,10 +339,13 @@ async fn answer_logout(
 }
 
 /// `config` without its peers and their routes: what the interface keeps while down.
+/// What `down` leaves: the interface with its key and addresses, and nothing that steers
+/// traffic into it (peers, routes, the fwmark rules), so the host routes as before `up`.
 fn without_peers(config: &InterfaceConfig) -> InterfaceConfig {
     let mut config = config.clone();
     config.device.peers.clear();
     config.net.routes.clear();
+    config.net.rules.clear();
     config
 }
 
@@ -409,14 +434,25 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         (None, _) => "down",
     };
     let mut last_error: Option<String> = None;
-    let mut access = Access::new(args.filter, &args.iface, args.bpf_pin_root.clone());
-    access.start().await;
+    let mut access = Access::new(
+        args.filter,
+        &args.iface,
+        args.bpf_pin_root.clone(),
+        settings.router(),
+    );
+    let mut forwarding = Forwarding::new(args.enable_forwarding, &args.state_dir);
+    if session.is_some() {
+        access.start().await;
+        forwarding.update(settings.advertising());
+    }
 
     // What the system holds as far as we know (None: unknown, so the next apply is in full),
     // and the latest configuration control implies.
     let mut applied: Option<InterfaceConfig> = None;
     let mut desired: Option<InterfaceConfig> = None;
     let mut signals = Signals::new()?;
+    // `down` or `logout` asked for our filtering to go once the peers are gone.
+    let mut stop_access = false;
     let mut ticker = tokio::time::interval(args.reconcile_every);
     ticker.tick().await;
     loop {
@@ -490,6 +526,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.state = state.to_owned();
                     status.control_error = last_error.clone();
                     status.filter = Some(access.status().await);
+                    status.warnings.extend(forwarding.warning().map(str::to_owned));
                     if let Some(s) = &session {
                         super::status::add_session(&mut status, &s.peers.borrow(), &s.steering);
                     }
@@ -529,6 +566,9 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                                 reply,
                             ));
                             session = Some(started);
+                            access.set_router(settings.router()).await;
+                            access.start().await;
+                            forwarding.update(settings.advertising());
                         }
                         Err(e) => {
                             state = "down";
@@ -568,7 +608,10 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     }
                     let _ = reply.send(Ok(message.to_owned()));
                     new = desired.as_ref().map(without_peers);
+                    stop_access = true;
                     if new.is_none() {
+                        access.stop().await;
+                        forwarding.restore();
                         continue;
                     }
                 }
@@ -593,7 +636,10 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                         reply,
                     ));
                     new = desired.as_ref().map(without_peers);
+                    stop_access = true;
                     if new.is_none() {
+                        access.stop().await;
+                        forwarding.restore();
                         continue;
                     }
                 }
@@ -602,6 +648,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
             _ = signals.interrupt.recv() => break,
         }
         let Some(new) = new else { continue };
+        let stopping = std::mem::take(&mut stop_access);
         let result = match &applied {
             Some(from) if from.name == new.name => engine.apply_delta(from, &new).await,
             _ => engine.apply(&new).await,
@@ -621,6 +668,11 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
             }
         }
         desired = Some(new);
+        // After the peers are off the interface, so nothing arrives unfiltered in between.
+        if stopping {
+            access.stop().await;
+            forwarding.restore();
+        }
     }
     end_session(&mut session).await;
     tracing::info!(interface = %args.iface, "stopping; the interface keeps forwarding");
@@ -640,6 +692,7 @@ mod tests {
             advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
             advertise_exit_node: false,
             accept_routes: true,
+            snat_subnet_routes: true,
         };
         let err = base.with(UpRequest::default()).unwrap_err();
         assert!(err.contains("--login-server"), "{err}");
@@ -690,6 +743,7 @@ mod tests {
             advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
             advertise_exit_node: false,
             accept_routes: false,
+            snat_subnet_routes: true,
         };
         assert_eq!(base.routable_ips(), base.advertise_routes);
         let exit = base
@@ -722,6 +776,7 @@ mod tests {
             advertise_routes: vec!["10.0.0.0/24".parse().unwrap()],
             advertise_exit_node: true,
             accept_routes: true,
+            snat_subnet_routes: true,
         };
         let stored = settings.prefs(Wanted::Stopped);
         let text = serde_json::to_string(&stored).unwrap();

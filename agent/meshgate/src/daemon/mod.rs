@@ -31,6 +31,7 @@ mod access;
 mod control;
 mod disco;
 mod endpoints;
+mod forwarding;
 mod netcheck;
 mod paths;
 mod prefs;

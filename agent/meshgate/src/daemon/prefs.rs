@@ -31,6 +31,9 @@ pub struct Prefs {
     pub advertise_routes: Vec<IpNet>,
     pub advertise_exit_node: bool,
     pub accept_routes: bool,
+    /// `None`: the default (masquerade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_subnet_routes: Option<bool>,
     pub wanted: Wanted,
 }
 
