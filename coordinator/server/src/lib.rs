@@ -11,9 +11,13 @@
 mod error;
 mod keyfile;
 mod server;
+mod socket;
 pub mod tailnet;
 
 pub use error::Error;
 pub use keyfile::{KEY_FILE_NAME, load_or_create_key};
 pub use server::{Config, Server, Stats};
-pub use tailnet::{DnsSettings, NodeRecord, Snapshot, Tailnet, diff};
+pub use socket::{TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT};
+pub use tailnet::{
+    Candidate, DnsSettings, NodeRecord, Primaries, Snapshot, Tailnet, choose_primaries, diff,
+};

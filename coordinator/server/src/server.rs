@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::socket::{TCP_KEEPALIVE_IDLE, TCP_USER_TIMEOUT};
 use crate::tailnet::{DnsSettings, NodeRecord, Snapshot, Tailnet, diff, unknown_user};
 use crate::{Error, load_or_create_key};
 
@@ -54,13 +55,20 @@ pub struct Config {
     /// An ephemeral node offline for this long is deleted (Tailscale removes ephemeral nodes
     /// some minutes after they go offline; 5 min here).
     pub ephemeral_idle: Duration,
+    /// `TCP_USER_TIMEOUT` of accepted connections: a peer that acknowledges nothing for this
+    /// long is dropped (its streams end, it goes offline, its subnets fail over).
+    pub tcp_user_timeout: Duration,
+    /// Idle time before TCP keepalive probes start (then every second), so a silent dead peer
+    /// is found even when the server has nothing to send.
+    pub tcp_keepalive_idle: Duration,
 }
 
 impl Config {
     /// Defaults: allow-all policy (what Tailscale does without a policy file), an empty DERP
     /// map, MagicDNS under `tailnet.meshgate`, keep-alive 50 s, node keys for 180 days,
     /// bodies up to 1 MiB, handshakes within 30 s, maintenance every minute, ephemeral nodes
-    /// deleted after 5 min offline.
+    /// deleted after 5 min offline, dead peers dropped after [`TCP_USER_TIMEOUT`] (10 s)
+    /// with keepalive probes from [`TCP_KEEPALIVE_IDLE`] (5 s) of silence.
     pub fn new(state_dir: impl Into<PathBuf>) -> Config {
         Config {
             state_dir: state_dir.into(),
@@ -73,6 +81,8 @@ impl Config {
             handshake_timeout: Duration::from_secs(30),
             maintenance_every: Duration::from_secs(60),
             ephemeral_idle: Duration::from_secs(5 * 60),
+            tcp_user_timeout: TCP_USER_TIMEOUT,
+            tcp_keepalive_idle: TCP_KEEPALIVE_IDLE,
         }
     }
 }
@@ -230,7 +240,18 @@ impl Server {
         let tailnet = self.tailnet();
         let store = self.inner.store.clone();
         let records = tokio::task::spawn_blocking(move || load_records(&*store)).await??;
-        let snap = Arc::new(Snapshot::new(tailnet, records, SystemTime::now()));
+        // The primary routers live here, in memory: each snapshot chooses from the last one's
+        // (a restart starts afresh: the lowest online id).
+        let previous = cache
+            .as_ref()
+            .map(|(_, s)| s.primaries().clone())
+            .unwrap_or_default();
+        let snap = Arc::new(Snapshot::after(
+            &previous,
+            tailnet,
+            records,
+            SystemTime::now(),
+        ));
         *cache = Some((generation, snap.clone()));
         Ok(snap)
     }
@@ -326,13 +347,23 @@ impl Server {
     /// # Errors
     /// Handshake failures and HTTP/2 connection errors.
     pub async fn serve_connection(&self, tcp: TcpStream) -> Result<(), Error> {
-        // Map deltas are small writes: without this, Nagle + delayed ACK hold some for 40 ms.
-        let _ = tcp.set_nodelay(true);
+        self.prepare_socket(&tcp);
         self.serve_stream(tcp).await
     }
 
-    /// Serves one connection over any byte stream, e.g. TLS in front of TCP (set TCP_NODELAY
-    /// on the socket underneath, as [`Server::serve_connection`] does).
+    /// Sets the options every accepted control connection needs (failures are logged):
+    /// `TCP_NODELAY`, and dead-peer detection ([`crate::socket`]) so a router whose host
+    /// vanished goes offline (and loses its subnets) within `Config::tcp_user_timeout`.
+    pub fn prepare_socket(&self, tcp: &TcpStream) {
+        let c = &self.inner.config;
+        if let Err(e) = crate::socket::prepare(tcp, c.tcp_user_timeout, c.tcp_keepalive_idle) {
+            debug!("control socket options: {e}");
+        }
+    }
+
+    /// Serves one connection over any byte stream, e.g. TLS in front of TCP (call
+    /// [`Server::prepare_socket`] on the socket underneath, as [`Server::serve_connection`]
+    /// does).
     ///
     /// # Errors
     /// Handshake failures and HTTP/2 connection errors.

@@ -15,6 +15,10 @@ use meshgate_tailcfg::{
     Time, UserProfile,
 };
 
+pub mod primary;
+
+pub use primary::{Candidate, Primaries, choose_primaries, is_exit_route};
+
 /// DNS settings sent to every node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsSettings {
@@ -72,6 +76,16 @@ impl NodeRecord {
             approved_routes: self.routes.served(),
         }
     }
+
+    /// This node as a primary-router candidate at `now`.
+    pub fn candidate(&self, now: SystemTime) -> Candidate {
+        Candidate {
+            id: self.node.id,
+            online: self.node.online,
+            expired: self.node.is_expired(now),
+            served: self.routes.served(),
+        }
+    }
 }
 
 /// The tailnet at one moment: settings plus every node. Build once per change and share (it
@@ -85,13 +99,30 @@ pub struct Snapshot {
     /// instead of re-deriving names and re-parsing Hostinfo per stream).
     nodes: Vec<Node>,
     index: HashMap<NodeId, usize>,
+    /// The primary router of every subnet prefix, as of this snapshot.
+    primaries: Primaries,
     now: SystemTime,
 }
 
 impl Snapshot {
-    /// `records` in any order (they are sorted by node id).
-    pub fn new(tailnet: Arc<Tailnet>, mut records: Vec<NodeRecord>, now: SystemTime) -> Snapshot {
+    /// `records` in any order (they are sorted by node id). Primaries are chosen as if there
+    /// had been none before (see [`Snapshot::after`]).
+    pub fn new(tailnet: Arc<Tailnet>, records: Vec<NodeRecord>, now: SystemTime) -> Snapshot {
+        Snapshot::after(&Primaries::new(), tailnet, records, now)
+    }
+
+    /// Like [`Snapshot::new`], choosing each subnet's primary router from `previous` (the
+    /// primaries of the last snapshot) with [`choose_primaries`], so a primary is kept while
+    /// it is online.
+    pub fn after(
+        previous: &Primaries,
+        tailnet: Arc<Tailnet>,
+        mut records: Vec<NodeRecord>,
+        now: SystemTime,
+    ) -> Snapshot {
         records.sort_by_key(|r| r.node.id);
+        let candidates: Vec<Candidate> = records.iter().map(|r| r.candidate(now)).collect();
+        let primaries = choose_primaries(previous, &candidates);
         let views = records.iter().map(NodeRecord::view).collect();
         let index = records
             .iter()
@@ -100,7 +131,7 @@ impl Snapshot {
             .collect();
         let nodes = records
             .iter()
-            .map(|r| to_tailcfg(&tailnet, r, now))
+            .map(|r| to_tailcfg(&tailnet, r, &primaries, now))
             .collect();
         Snapshot {
             tailnet,
@@ -108,8 +139,14 @@ impl Snapshot {
             views,
             nodes,
             index,
+            primaries,
             now,
         }
+    }
+
+    /// The primary router of every subnet prefix (input to the next snapshot's choice).
+    pub fn primaries(&self) -> &Primaries {
+        &self.primaries
     }
 
     pub fn tailnet(&self) -> &Arc<Tailnet> {
@@ -280,12 +317,23 @@ fn patch(old: &Node, new: &Node) -> Option<PeerChange> {
 }
 
 /// `r` as `tailcfg::Node` at `now` (the same form for the node itself and for its peers).
-fn to_tailcfg(tailnet: &Tailnet, r: &NodeRecord, now: SystemTime) -> Node {
+/// Its `AllowedIPs` and `PrimaryRoutes` carry only the subnet prefixes it is primary for
+/// (a secondary router lists them in neither; its Hostinfo still shows what it advertises);
+/// served exit routes go in `AllowedIPs` of every exit node.
+fn to_tailcfg(tailnet: &Tailnet, r: &NodeRecord, primaries: &Primaries, now: SystemTime) -> Node {
     let n = &r.node;
     let addresses = r.addresses();
+    let expired = n.is_expired(now);
     let served = r.routes.served();
+    let is_primary = |p: &IpNet| primaries.get(&p.trunc()) == Some(&n.id);
     let mut allowed = addresses.clone();
-    allowed.extend(served.iter().copied());
+    allowed.extend(
+        served
+            .iter()
+            .filter(|p| is_primary(p) || (is_exit_route(p) && !expired))
+            .copied(),
+    );
+    let primary_routes: Vec<IpNet> = served.iter().filter(|p| is_primary(p)).copied().collect();
     let hostinfo: Option<Hostinfo> = n
         .hostinfo
         .as_deref()
@@ -322,11 +370,11 @@ fn to_tailcfg(tailnet: &Tailnet, r: &NodeRecord, now: SystemTime) -> Node {
         hostinfo,
         created: Time::from(n.created),
         tags: n.tags.clone(),
-        primary_routes: served.into_iter().filter(|p| p.prefix_len() != 0).collect(),
+        primary_routes,
         last_seen: n.last_seen.map(Time::from),
         online: Some(n.online),
         machine_authorized: true,
-        expired: n.is_expired(now),
+        expired,
         ..Node::default()
     }
 }

@@ -267,7 +267,8 @@ async fn serve_tls_connection(
     tcp: tokio::net::TcpStream,
     tls: tokio_rustls::TlsAcceptor,
 ) -> Result<(), String> {
-    let _ = tcp.set_nodelay(true);
+    // TCP_NODELAY and dead-peer detection, as on plain connections.
+    server.prepare_socket(&tcp);
     let outer = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_owned())?

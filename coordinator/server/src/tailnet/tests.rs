@@ -357,3 +357,71 @@ fn derp_map_only_when_changed() {
         }
     );
 }
+
+/// gw (1) and gw2 (3) both serve 10.1.0.0/24 and an exit route; pc (2) looks at them.
+fn two_routers(gw_online: bool) -> Vec<NodeRecord> {
+    let alice = user(1, "alice@example.com");
+    let mut records = vec![
+        record(1, "gw", &alice),
+        record(2, "pc", &alice),
+        record(3, "gw2", &alice),
+    ];
+    for i in [0, 2] {
+        let routes = vec![net("0.0.0.0/0"), net("10.1.0.0/24"), net("::/0")];
+        records[i].routes.advertised.clone_from(&routes);
+        records[i].routes.approved = routes;
+        records[i].node.online = true;
+        records[i].node.hostinfo =
+            Some(r#"{"Hostname":"gw","RoutableIPs":["10.1.0.0/24","0.0.0.0/0","::/0"]}"#.into());
+    }
+    records[0].node.online = gw_online;
+    records
+}
+
+#[test]
+fn only_the_primary_carries_a_subnet_and_failover_is_a_delta() {
+    let subnet = net("10.1.0.0/24");
+    let snap = Snapshot::new(tailnet(ALLOW_ALL), two_routers(true), at(T0));
+    assert_eq!(snap.primaries().get(&subnet), Some(&1));
+    let before = snap.map_for(2).unwrap();
+    let peers = before.peers.as_ref().unwrap();
+    let (gw, gw2) = (&peers[0], &peers[1]);
+    assert!(gw.allowed_ips.as_ref().unwrap().contains(&subnet));
+    assert_eq!(gw.primary_routes, [subnet]);
+    let gw2_allowed = gw2.allowed_ips.as_ref().unwrap();
+    assert!(!gw2_allowed.contains(&subnet), "{gw2_allowed:?}");
+    assert!(gw2.primary_routes.is_empty());
+    // Both stay exit nodes; the secondary's Hostinfo still shows what it advertises.
+    assert!(gw2_allowed.contains(&net("0.0.0.0/0")) && gw2_allowed.contains(&net("::/0")));
+    assert!(
+        gw2.hostinfo
+            .as_ref()
+            .unwrap()
+            .routable_ips
+            .contains(&subnet)
+    );
+
+    // gw goes offline: gw2 takes over, and pc gets both nodes whole.
+    let snap = Snapshot::after(
+        snap.primaries(),
+        tailnet(ALLOW_ALL),
+        two_routers(false),
+        at(T0),
+    );
+    assert_eq!(snap.primaries().get(&subnet), Some(&3));
+    let after = snap.map_for(2).unwrap();
+    let d = diff(&before, &after).unwrap();
+    let changed: Vec<NodeId> = d.peers_changed.iter().map(|n| n.id).collect();
+    assert_eq!(changed, [1, 3]);
+    assert!(!d.peers_changed[0].allowed_ips().contains(&subnet));
+    assert_eq!(d.peers_changed[1].primary_routes, [subnet]);
+
+    // gw is back: the prefix stays with gw2.
+    let snap = Snapshot::after(
+        snap.primaries(),
+        tailnet(ALLOW_ALL),
+        two_routers(true),
+        at(T0),
+    );
+    assert_eq!(snap.primaries().get(&subnet), Some(&3));
+}
