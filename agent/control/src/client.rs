@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::endpoint::ControlServer;
-use crate::netmap::{NetMap, PeerDirectory};
+use crate::netmap::{DnsView, NetMap, PeerDirectory};
 use crate::state::Persisted;
 use crate::wgconfig::{WgOptions, interface_config};
 
@@ -537,6 +537,8 @@ pub struct RunConfig {
     /// Where to publish the packet filter (every named set merged); `None` until control sends
     /// one, and then an empty list denies everything.
     pub filter_out: Option<watch::Sender<Option<Vec<FilterRule>>>>,
+    /// Where to publish control's DNS configuration with our own name (MagicDNS).
+    pub dns_out: Option<watch::Sender<Option<DnsView>>>,
     /// Our disco key (the public half), told to control so peers can ping us.
     pub disco_key: Option<DiscoPublic>,
     pub wg: WgOptions,
@@ -557,6 +559,7 @@ impl RunConfig {
             net_info_updates: None,
             derp_map_out: None,
             filter_out: None,
+            dns_out: None,
             disco_key: None,
             wg: WgOptions::default(),
             backoff_min: Duration::from_secs(1),
@@ -787,6 +790,16 @@ async fn session(
                     let changed = *current != netmap.packet_filter;
                     if changed {
                         current.clone_from(&netmap.packet_filter);
+                    }
+                    changed
+                });
+            }
+            if let Some(dns) = &cfg.dns_out {
+                let view = netmap.dns_view();
+                dns.send_if_modified(|current| {
+                    let changed = *current != view;
+                    if changed {
+                        *current = view;
                     }
                     changed
                 });

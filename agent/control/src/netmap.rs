@@ -34,6 +34,16 @@ pub struct NetMap {
     pub control_time: Option<Time>,
 }
 
+/// What MagicDNS needs of the netmap besides the peers: control's DNS configuration and our
+/// own name and addresses (see [`NetMap::dns_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsView {
+    pub config: DnsConfig,
+    /// Our MagicDNS FQDN without its trailing dot; empty if control sent none.
+    pub self_name: String,
+    pub self_ips: Vec<std::net::IpAddr>,
+}
+
 /// A peer as `meshgate status` names it (see [`NetMap::peer_directory`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -186,6 +196,26 @@ impl NetMap {
     }
 
     /// What `meshgate status` shows about each peer, by WireGuard public key (32 bytes).
+    /// `None` until control sent a DNS configuration.
+    pub fn dns_view(&self) -> Option<DnsView> {
+        let config = self.dns_config.clone()?;
+        let (self_name, self_ips) = self
+            .self_node
+            .as_ref()
+            .map(|n| {
+                (
+                    n.name.trim_end_matches('.').to_owned(),
+                    n.addresses.iter().map(ipnet::IpNet::addr).collect(),
+                )
+            })
+            .unwrap_or_default();
+        Some(DnsView {
+            config,
+            self_name,
+            self_ips,
+        })
+    }
+
     pub fn peer_directory(&self) -> PeerDirectory {
         self.peers
             .values()

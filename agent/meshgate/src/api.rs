@@ -47,6 +47,9 @@ pub struct Status {
     /// Access control on what arrives from the mesh (control mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterStatus>,
+    /// Where MagicDNS serves (control mode, while control turns it on), or why it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magic_dns: Option<String>,
     /// Things the admin should fix (forwarding off on a subnet router, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -518,6 +521,9 @@ fn render(status: &Status, now: SystemTime) -> String {
     if let Some(filter) = &status.filter {
         let _ = writeln!(out, "{}", render_filter(filter));
     }
+    if let Some(dns) = &status.magic_dns {
+        let _ = writeln!(out, "MagicDNS: {dns}");
+    }
     for warning in &status.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
@@ -653,6 +659,7 @@ mod tests {
                 ..FilterStatus::default()
             }),
             warnings: vec!["forwarding is off".into()],
+            magic_dns: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["self"]["addresses"][0], "100.64.0.1");

@@ -370,6 +370,14 @@ pub struct ServeArgs {
         requires = "derp_server"
     )]
     pub derp_stun_port: i32,
+    /// Upstream DNS resolver the nodes' MagicDNS forwards to (`DNSConfig.Resolvers`): an IP,
+    /// `IP:PORT` or `[IPv6]:PORT`; repeat for more. None: each node keeps its own
+    /// /etc/resolv.conf servers.
+    #[arg(long = "dns-resolver", value_name = "ADDR")]
+    pub dns_resolvers: Vec<String>,
+    /// MagicDNS base domain: node `gw` is `gw.<domain>`.
+    #[arg(long, value_name = "DOMAIN", default_value = "tailnet.meshgate")]
+    pub base_domain: String,
     /// Admin API unix socket; default: admin.sock next to the database.
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,

@@ -38,7 +38,7 @@ fn matrix_policy(n0: IpAddr, n1: IpAddr, with_n1_to_n0: bool) -> String {
   "hosts": {{"n0": "{n0}/32", "n1": "{n1}/32"}},
   "acls": [
     {{"action": "accept", "src": ["group:ops"], "dst": ["tag:server:80,8000-8010"], "proto": "tcp"}},
-    {{"action": "accept", "src": ["tag:server"], "dst": ["{n0}/32:53"], "proto": "udp"}},
+    {{"action": "accept", "src": ["tag:server"], "dst": ["{n0}/32:5300"], "proto": "udp"}},
     {{"action": "accept", "src": ["group:ops"], "dst": ["tag:server:22"]}},
     {{"action": "accept", "src": ["n0"], "dst": ["n1:7"], "proto": "tcp"}},
     {n1_to_n0}
@@ -92,16 +92,16 @@ const MATRIX: &[Probe] = &[
     probe(0, 2, false, Kind::Udp, 80, false),
     probe(0, 2, false, Kind::Ping, 0, true),
     probe(0, 2, true, Kind::Ping, 0, true),
-    // tag:server -> n0's CIDR, udp 53 only, IPv4 only; the reply passes as return traffic.
-    probe(2, 0, false, Kind::Udp, 53, true),
-    probe(2, 0, false, Kind::Udp, 54, false),
-    probe(2, 0, false, Kind::Tcp, 53, false),
-    probe(2, 0, true, Kind::Udp, 53, false),
+    // tag:server -> n0's CIDR, udp 5300 only, IPv4 only; the reply passes as return traffic.
+    probe(2, 0, false, Kind::Udp, 5300, true),
+    probe(2, 0, false, Kind::Udp, 5301, false),
+    probe(2, 0, false, Kind::Tcp, 5300, false),
+    probe(2, 0, true, Kind::Udp, 5300, false),
     probe(2, 0, false, Kind::Ping, 0, true),
     probe(2, 0, true, Kind::Ping, 0, false),
     // The other way of allowed flows is a new flow, and dropped.
     probe(2, 0, false, Kind::Tcp, 80, false),
-    probe(0, 2, false, Kind::Udp, 53, false),
+    probe(0, 2, false, Kind::Udp, 5300, false),
     // n1 -> n0 anything (hosts), IPv4; n0 -> n1 tcp 7 only (and so echo); nothing from
     // tag:server to n1.
     probe(1, 0, false, Kind::Tcp, 9999, true),
@@ -123,7 +123,8 @@ impl Services {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for host in agents {
-            for port in [22u16, 53, 54, 80, 8000, 8010, 8011, 9999] {
+            // Not 53: MagicDNS listens there on 100.100.100.100.
+            for port in [22u16, 5300, 5301, 80, 8000, 8010, 8011, 9999] {
                 // [::] takes IPv4 too (bindv6only is 0).
                 let (tcp, udp) = host
                     .run(move || {
@@ -442,7 +443,7 @@ pub fn policy_matrix(backend: BackendChoice, mode: &str, enforcement: &str) {
     let revoked = [
         probe(1, 0, false, Kind::Tcp, 9999, false),
         probe(1, 0, false, Kind::Ping, 0, false),
-        probe(2, 0, false, Kind::Udp, 53, true),
+        probe(2, 0, false, Kind::Udp, 5300, true),
     ];
     assert_matrix(&net, &addrs, &revoked, "after the edit");
     assert!(
@@ -460,7 +461,7 @@ pub fn policy_matrix(backend: BackendChoice, mode: &str, enforcement: &str) {
         let (stop, n2, to) = (
             stop.clone(),
             net.agents[2].clone(),
-            SocketAddr::new(v4[0], 53),
+            SocketAddr::new(v4[0], 5300),
         );
         std::thread::spawn(move || {
             let (mut sent, mut lost) = (0u32, 0u32);

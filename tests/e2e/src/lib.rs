@@ -95,6 +95,7 @@ pub mod acl_lab;
 pub mod bpffs;
 pub mod control_lab;
 pub mod direct_timing;
+pub mod dns_lab;
 pub mod nat_lab;
 pub mod policy_lab;
 pub mod relay_lab;

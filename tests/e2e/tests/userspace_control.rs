@@ -53,3 +53,8 @@ fn userspace_policy_matrix_nftables() {
 fn userspace_office_subnet_router() {
     meshgate_e2e::router_lab::office_subnet_router(Userspace);
 }
+
+#[test]
+fn userspace_magic_dns() {
+    meshgate_e2e::dns_lab::magic_dns(Userspace);
+}

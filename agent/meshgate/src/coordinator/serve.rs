@@ -113,6 +113,33 @@ fn one_region_derp_map(
     })
 }
 
+/// An IP, `IP:PORT` or `[IPv6]:PORT`: what every client can use (no DoH URLs yet).
+fn check_resolver(addr: &str) -> Result<(), BoxError> {
+    let ok = addr.parse::<std::net::IpAddr>().is_ok() || addr.parse::<std::net::SocketAddr>().is_ok();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("--dns-resolver {addr:?}: not an IP address or IP:PORT").into())
+    }
+}
+
+/// DNS labels of letters, digits and hyphens, without dots at the ends.
+fn check_base_domain(domain: &str) -> Result<String, BoxError> {
+    let domain = domain.trim_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if domain.len() <= 200 && domain.split('.').all(label_ok) {
+        Ok(domain)
+    } else {
+        Err(format!("--base-domain {domain:?}: not a DNS domain name").into())
+    }
+}
+
 pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| db_dir(&args.db));
     let mut config = Config::new(&state_dir);
@@ -125,6 +152,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if let Some(url) = &args.derp_server {
         config.derp_map =
             one_region_derp_map(url, args.derp_cert_name.as_deref(), args.derp_stun_port)?;
+    }
+    config.dns.base_domain = check_base_domain(&args.base_domain)?;
+    for addr in &args.dns_resolvers {
+        check_resolver(addr)?;
+        config.dns.resolvers.push(meshgate_tailcfg::Resolver {
+            addr: addr.clone(),
+            ..Default::default()
+        });
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),

@@ -8,7 +8,7 @@ use meshgate_control::client::{
     ClientError, Endpoint, RunConfig, logout as logout_at, run_with_peers,
 };
 use meshgate_control::endpoint::ControlServer;
-use meshgate_control::netmap::PeerDirectory;
+use meshgate_control::netmap::{DnsView, PeerDirectory};
 use meshgate_control::state::Persisted;
 use meshgate_control::wgconfig::WgOptions;
 use meshgate_tailcfg::filter::FilterRule;
@@ -20,6 +20,7 @@ use crate::api::{self, Outcome, Request, UpRequest};
 use crate::cli::DaemonArgs;
 
 use super::access::Access;
+use super::dns::MagicDns;
 use super::endpoints::{local_endpoints, system_hostname};
 use super::forwarding::Forwarding;
 use super::paths::{Steering, Wake};
@@ -189,6 +190,8 @@ struct Session {
     peers: watch::Receiver<PeerDirectory>,
     /// Control's packet filter (`None` until it sends one).
     filters: watch::Receiver<Option<Vec<FilterRule>>>,
+    /// Control's DNS configuration and our name (MagicDNS).
+    dns: watch::Receiver<Option<DnsView>>,
     /// The fatal error the client ended with (`None` while it runs).
     ended: watch::Receiver<Option<String>>,
     /// Control's latest configuration, before path steering sets the endpoints.
@@ -239,6 +242,8 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
     cfg.derp_map_out = Some(derp_map_tx);
     let (filter_tx, filters) = watch::channel(None);
     cfg.filter_out = Some(filter_tx);
+    let (dns_tx, dns) = watch::channel(None);
+    cfg.dns_out = Some(dns_tx);
     cfg.net_info_updates = Some(net_info);
     let derp_ca = args.login_server_ca.as_ref().and_then(|path| {
         std::fs::read(path)
@@ -275,6 +280,7 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         configs,
         peers,
         filters,
+        dns,
         ended,
         raw: None,
         steering,
@@ -346,7 +352,7 @@ fn without_peers(config: &InterfaceConfig) -> InterfaceConfig {
     config.device.peers.clear();
     config.net.routes.clear();
     config.net.rules.clear();
-    config
+    super::dns::without_quad100(config)
 }
 
 /// Ends the session, if any: the control client stops and the port mapping is deleted on the
@@ -371,6 +377,8 @@ enum SessionEvent {
     Steering(Wake),
     /// Control sent a new packet filter.
     Filter,
+    /// Control's DNS configuration changed.
+    Dns,
     Nothing,
 }
 
@@ -389,6 +397,10 @@ async fn next_session_event(session: &mut Option<Session>) -> SessionEvent {
         },
         changed = s.filters.changed() => match changed {
             Ok(()) => SessionEvent::Filter,
+            Err(_) => SessionEvent::Nothing,
+        },
+        changed = s.dns.changed() => match changed {
+            Ok(()) => SessionEvent::Dns,
             Err(_) => SessionEvent::Nothing,
         },
         wake = s.steering.wake() => SessionEvent::Steering(wake),
@@ -440,6 +452,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         args.bpf_pin_root.clone(),
         settings.router(),
     );
+    let mut dns = MagicDns::new();
     let mut forwarding = Forwarding::new(args.enable_forwarding, &args.state_dir);
     if session.is_some() {
         access.start().await;
@@ -461,6 +474,19 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         tokio::select! {
             event = next_session_event(&mut session) => match event {
                 SessionEvent::Nothing => continue,
+                SessionEvent::Dns => {
+                    let Some(current) = session.as_mut() else { continue };
+                    let view = current.dns.borrow_and_update().clone();
+                    if !dns.set_view(view) {
+                        dns.update(&current.peers.borrow());
+                        continue;
+                    }
+                    // MagicDNS turned on or off: its addresses come or go.
+                    new = routed(current).await;
+                    if new.is_none() {
+                        continue;
+                    }
+                }
                 SessionEvent::Filter => {
                     let Some(current) = session.as_mut() else { continue };
                     let rules = current.filters.borrow_and_update().clone();
@@ -481,6 +507,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 }
                 SessionEvent::Config(true) | SessionEvent::Reroute => {
                     let Some(current) = session.as_mut() else { continue };
+                    dns.update(&current.peers.borrow());
                     if matches!(event, SessionEvent::Config(true)) {
                         current.raw = current.configs.borrow_and_update().clone();
                     }
@@ -513,6 +540,10 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     s.steering.set_local_endpoints(local_endpoints(args.port, &args.iface));
                 }
                 access.ensure().await;
+                if let Some(s) = &session {
+                    let peers = s.peers.borrow().clone();
+                    dns.ensure(&peers).await;
+                }
                 continue;
             }
             _ = signals.hangup.recv() => {
@@ -526,6 +557,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.state = state.to_owned();
                     status.control_error = last_error.clone();
                     status.filter = Some(access.status().await);
+                    status.magic_dns = dns.status();
                     status.warnings.extend(forwarding.warning().map(str::to_owned));
                     if let Some(s) = &session {
                         super::status::add_session(&mut status, &s.peers.borrow(), &s.steering);
@@ -608,6 +640,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     }
                     let _ = reply.send(Ok(message.to_owned()));
                     new = desired.as_ref().map(without_peers);
+                    dns.set_view(None);
                     stop_access = true;
                     if new.is_none() {
                         access.stop().await;
@@ -636,6 +669,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                         reply,
                     ));
                     new = desired.as_ref().map(without_peers);
+                    dns.set_view(None);
                     stop_access = true;
                     if new.is_none() {
                         access.stop().await;
@@ -648,6 +682,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
             _ = signals.interrupt.recv() => break,
         }
         let Some(new) = new else { continue };
+        let new = dns.with_addresses(new);
         let stopping = std::mem::take(&mut stop_access);
         let result = match &applied {
             Some(from) if from.name == new.name => engine.apply_delta(from, &new).await,
@@ -661,6 +696,10 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     s.steering.applied().await;
                 }
                 access.ensure().await;
+                if let Some(s) = &session {
+                    let peers = s.peers.borrow().clone();
+                    dns.ensure(&peers).await;
+                }
             }
             Err(e) => {
                 tracing::error!(interface = %new.name, "apply failed (retried at the next reconcile): {e}");

@@ -30,6 +30,7 @@ type BoxError = Box<dyn std::error::Error>;
 mod access;
 mod control;
 mod disco;
+mod dns;
 mod endpoints;
 mod forwarding;
 mod netcheck;

@@ -38,7 +38,13 @@ pub(super) async fn status(
             .net
             .addresses
             .iter()
-            .map(|a| a.addr().to_string())
+            .map(|a| a.addr())
+            // MagicDNS's service addresses sit on the interface but are not this node's.
+            .filter(|a| {
+                *a != std::net::IpAddr::V4(meshgate_magicdns::QUAD100_V4)
+                    && *a != std::net::IpAddr::V6(meshgate_magicdns::QUAD100_V6)
+            })
+            .map(|a| a.to_string())
             .collect(),
         listen_port: device.config.listen_port,
     };
