@@ -115,7 +115,8 @@ fn one_region_derp_map(
 
 /// An IP, `IP:PORT` or `[IPv6]:PORT`: what every client can use (no DoH URLs yet).
 fn check_resolver(addr: &str) -> Result<(), BoxError> {
-    let ok = addr.parse::<std::net::IpAddr>().is_ok() || addr.parse::<std::net::SocketAddr>().is_ok();
+    let ok =
+        addr.parse::<std::net::IpAddr>().is_ok() || addr.parse::<std::net::SocketAddr>().is_ok();
     if ok {
         Ok(())
     } else {

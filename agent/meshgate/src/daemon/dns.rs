@@ -10,7 +10,6 @@ use meshgate_control::netmap::{DnsView, PeerDirectory};
 use meshgate_magicdns::{Domains, QUAD100_V4, QUAD100_V6, Records, Resolver, ResolverConfig};
 use meshgate_wg::InterfaceConfig;
 
-
 pub(super) struct MagicDns {
     view: Option<DnsView>,
     resolver: Option<Resolver>,
