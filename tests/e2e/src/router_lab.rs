@@ -239,3 +239,106 @@ pub fn office_subnet_router(backend: BackendChoice) {
         "the LAN is still reachable through a router that is down"
     );
 }
+
+/// Two subnet routers for one LAN: the laptop reaches the LAN host through the primary; the
+/// primary's host dies (links down, then its agent killed: no goodbye to control), and within
+/// seconds the laptop's connections go through the secondary, with no one touching anything.
+pub fn subnet_router_failover(backend: BackendChoice) {
+    let lan: ipnet::IpNet = "192.168.88.0/24".parse().unwrap();
+    let mut lan_host: Option<Host> = None;
+    let mut net = TailnetLab::with_agents("failover", backend, |lab, internet| {
+        let lan_switch = lab.add_switch_with("lan", &[lan]).unwrap();
+        let routers: Vec<Host> = (0..2)
+            .map(|i| {
+                let router = lab.add_host(&format!("n{i}")).unwrap();
+                internet.attach(&router).unwrap();
+                lan_switch.attach(&router).unwrap();
+                router
+            })
+            .collect();
+        let printer = lab.add_host("printer").unwrap();
+        lan_switch.attach(&printer).unwrap();
+        lan_host = Some(printer);
+        let laptop = lab.add_host("n2").unwrap();
+        internet.attach(&laptop).unwrap();
+        routers.into_iter().chain([laptop]).collect()
+    });
+    let printer = lan_host.expect("placed");
+    let lan_ip = |host: &Host| {
+        host.ifaces()
+            .iter()
+            .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
+            .find(|a| lan.contains(a))
+            .expect("a LAN address")
+    };
+    let printer_ip = lan_ip(&printer);
+    let router_ips = [lan_ip(&net.agents[0]), lan_ip(&net.agents[1])];
+    net.serve(&[]);
+    let lan_text = lan.to_string();
+    let router_args = ["--advertise-routes", &lan_text, "--enable-forwarding"];
+    // n0 first, so that it has the lower node id and is the first primary.
+    let mut primary = Some(net.start_daemon(0, 1, true, &router_args));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !net.status(0).is_some_and(|s| {
+        s["state"] == "up"
+            && s["self"]["addresses"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    }) {
+        assert!(Instant::now() < deadline, "n0 never joined\n{}", net.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _secondary = net.start_daemon(1, 1, true, &router_args);
+    let _laptop = net.start_daemon(2, 1, true, &["--accept-routes"]);
+    net.wait_joined();
+    net.admin(&["routes", "approve", "n0", &lan_text]);
+    net.admin(&["routes", "approve", "n1", &lan_text]);
+
+    let https = Service::start(&printer, 443);
+    let target = SocketAddr::new(printer_ip, 443);
+    let through = |want: IpAddr, what: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            if round_trip(&net.agents[2], target) && https.last_peer().map(|p| p.ip()) == Some(want)
+            {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no round trip through {want} (last peer seen {:?}): {:#?}\n{}",
+                https.last_peer(),
+                net.status(2),
+                net.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    through(
+        router_ips[0],
+        "through the primary",
+        Duration::from_secs(30),
+    );
+
+    // The primary's host dies: its links first, so nothing reaches control, then its agent.
+    for iface in net.agents[0].ifaces() {
+        net.agents[0]
+            .exec_ok(["ip", "link", "set", &iface.name, "down"])
+            .unwrap();
+    }
+    let died = Instant::now();
+    if let Some(p) = primary.take() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &p.id().to_string()])
+            .status();
+        drop(p);
+    }
+    let recovered = through(
+        router_ips[1],
+        "after the primary died",
+        Duration::from_secs(40),
+    );
+    println!(
+        "subnet failover: connections through the secondary {:?} after the primary died",
+        recovered - died
+    );
+}

@@ -58,3 +58,8 @@ fn userspace_office_subnet_router() {
 fn userspace_magic_dns() {
     meshgate_e2e::dns_lab::magic_dns(Userspace);
 }
+
+#[test]
+fn userspace_subnet_router_failover() {
+    meshgate_e2e::router_lab::subnet_router_failover(Userspace);
+}
