@@ -131,7 +131,9 @@ fn system_state(host: &Host) -> String {
     out
 }
 
-pub fn office_subnet_router(backend: BackendChoice) {
+/// `behind_nat`: the laptop sits behind an endpoint-dependent NAT router (the lab's NAT rules
+/// need the host kernel; in the VM the laptop is on the switch).
+pub fn office_subnet_router(backend: BackendChoice, behind_nat: bool) {
     let lan: ipnet::IpNet = LAN.parse().unwrap();
     let mut lan_host: Option<Host> = None;
     let mut net = TailnetLab::with_agents("office", backend, |lab, internet| {
@@ -140,11 +142,18 @@ pub fn office_subnet_router(backend: BackendChoice) {
         let printer = lab.add_host("printer").unwrap();
         lab.connect_with(&office, &printer, &[lan]).unwrap();
         lan_host = Some(printer);
-        let nat = lab
-            .add_router("r1", internet, NatKind::EndpointDependent)
-            .unwrap();
-        let home = lab.add_lan(&nat).unwrap();
-        vec![office, lab.add_lan_host(&home, "n1").unwrap()]
+        let laptop = if behind_nat {
+            let nat = lab
+                .add_router("r1", internet, NatKind::EndpointDependent)
+                .unwrap();
+            let home = lab.add_lan(&nat).unwrap();
+            lab.add_lan_host(&home, "n1").unwrap()
+        } else {
+            let laptop = lab.add_host("n1").unwrap();
+            internet.attach(&laptop).unwrap();
+            laptop
+        };
+        vec![office, laptop]
     });
     let printer = lan_host.expect("placed");
     let printer_ip = printer

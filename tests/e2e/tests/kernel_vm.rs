@@ -80,3 +80,24 @@ fn kernel_policy_matrix_bpf() {
         meshgate_e2e::acl_lab::policy_matrix(Kernel, "auto", "bpf")
     });
 }
+
+#[test]
+fn kernel_office_subnet_router() {
+    vm_test!("kernel_office_subnet_router", || {
+        meshgate_e2e::router_lab::office_subnet_router(Kernel, false)
+    });
+}
+
+#[test]
+fn kernel_subnet_router_failover() {
+    vm_test!("kernel_subnet_router_failover", || {
+        meshgate_e2e::router_lab::subnet_router_failover(Kernel)
+    });
+}
+
+#[test]
+fn kernel_magic_dns() {
+    vm_test!("kernel_magic_dns", || meshgate_e2e::dns_lab::magic_dns(
+        Kernel
+    ));
+}

@@ -51,7 +51,7 @@ fn userspace_policy_matrix_nftables() {
 
 #[test]
 fn userspace_office_subnet_router() {
-    meshgate_e2e::router_lab::office_subnet_router(Userspace);
+    meshgate_e2e::router_lab::office_subnet_router(Userspace, true);
 }
 
 #[test]
