@@ -541,6 +541,8 @@ pub struct RunConfig {
     pub dns_out: Option<watch::Sender<Option<DnsView>>>,
     /// Our disco key (the public half), told to control so peers can ping us.
     pub disco_key: Option<DiscoPublic>,
+    /// The WireGuard settings; `wg.fwmark` also marks the control connections (SO_MARK), so
+    /// they skip the tailnet's table and never go through an exit node.
     pub wg: WgOptions,
     /// First reconnect delay; doubles per failure up to `backoff_max`, each with up to +50 %
     /// random jitter.
@@ -617,6 +619,10 @@ pub async fn run_with_peers(
     out: watch::Sender<Option<InterfaceConfig>>,
     peers: watch::Sender<PeerDirectory>,
 ) -> ClientError {
+    // Control must never be reached through the tailnet (an exit node's default route in our
+    // table): its connections carry WireGuard's mark, which the table's rule skips.
+    let mut cfg = cfg;
+    cfg.server = cfg.server.with_fwmark(cfg.wg.fwmark);
     let mut state = state;
     let mut netmap = NetMap::new();
     let mut registered: Option<Time> = None;

@@ -30,6 +30,12 @@ pub struct WgOptions {
     pub mtu: Option<u32>,
     /// Seconds (25).
     pub persistent_keepalive: u16,
+    /// `--exit-node`: the peer (a tailnet IP, or its MagicDNS name, with or without the
+    /// domain) whose default routes `0.0.0.0/0` and `::/0` we route through.
+    pub exit_node: Option<String>,
+    /// While an exit node is in use, prefixes kept out of the tunnel: throw routes in `table`,
+    /// so their lookup falls through to the main table (`--exit-node-allow-lan-access`).
+    pub exit_node_bypass: Vec<IpNet>,
 }
 
 impl Default for WgOptions {
@@ -43,6 +49,8 @@ impl Default for WgOptions {
             accept_routes: false,
             mtu: Some(1280),
             persistent_keepalive: 25,
+            exit_node: None,
+            exit_node_bypass: Vec::new(),
         }
     }
 }
@@ -86,6 +94,7 @@ pub fn interface_config(
         ..NetConfig::default()
     };
     let mut claimed: BTreeSet<IpNet> = BTreeSet::new();
+    let mut exit_in_use = false;
     for peer in netmap.peers.values() {
         if !usable(peer, now) {
             continue;
@@ -101,6 +110,16 @@ pub fn interface_config(
         let mut allowed: BTreeSet<IpNet> = BTreeSet::new();
         for a in &peer.addresses {
             allowed.insert(host_prefix(*a));
+        }
+        let exit = opts
+            .exit_node
+            .as_deref()
+            .is_some_and(|choice| is_exit_choice(peer, choice));
+        if exit {
+            for p in peer.allowed_ips().iter().filter(|p| p.prefix_len() == 0) {
+                exit_in_use = true;
+                allowed.insert(p.trunc());
+            }
         }
         if opts.accept_routes {
             for p in peer.allowed_ips() {
@@ -134,6 +153,14 @@ pub fn interface_config(
             },
         );
     }
+    if exit_in_use {
+        for p in &opts.exit_node_bypass {
+            net.throw_routes.insert(Route {
+                destination: p.trunc(),
+                table: opts.table,
+            });
+        }
+    }
     if opts.fwmark != 0 {
         for family in [Family::V4, Family::V6] {
             net.rules.insert(Rule {
@@ -150,6 +177,22 @@ pub fn interface_config(
         device,
         net,
     }
+}
+
+/// Whether `peer` is the exit node `choice` names: one of its addresses, or its MagicDNS name
+/// (full, with or without the trailing dot, or its first label), case-insensitive.
+pub fn is_exit_choice(peer: &Node, choice: &str) -> bool {
+    if let Ok(ip) = choice.parse::<std::net::IpAddr>() {
+        return peer.addresses.iter().any(|a| a.addr() == ip);
+    }
+    let name = peer.name.trim_end_matches('.');
+    let choice = choice.trim_end_matches('.');
+    !choice.is_empty()
+        && (name.eq_ignore_ascii_case(choice)
+            || name
+                .split('.')
+                .next()
+                .is_some_and(|host| host.eq_ignore_ascii_case(choice)))
 }
 
 /// Whether a peer can be configured: a key that has not expired.
@@ -269,6 +312,72 @@ mod tests {
         nm.self_node.as_mut().unwrap().addresses = vec![net("100.64.0.100/10")];
         let cfg = build(&nm, &NodePrivate::generate(), false);
         assert_eq!(cfg.net.addresses, [net("100.64.0.100/32")].into());
+    }
+
+    #[test]
+    fn exit_node_by_address_or_name_gets_the_default_routes_and_the_lan_stays_out() {
+        let mut exit = peer(1);
+        exit.name = "cloud-vm.tailnet.example.".into();
+        exit.allowed_ips = Some(vec![
+            net("100.64.0.1/32"),
+            net("fd7a:115c:a1e0::1/128"),
+            net("0.0.0.0/0"),
+            net("::/0"),
+        ]);
+        let nm = netmap(vec![exit.clone(), peer(2)]);
+        let key = NodePrivate::generate();
+        for choice in [
+            "100.64.0.1",
+            "fd7a:115c:a1e0::1",
+            "cloud-vm",
+            "Cloud-VM.tailnet.example.",
+        ] {
+            let opts = WgOptions {
+                exit_node: Some(choice.into()),
+                exit_node_bypass: vec![net("192.168.1.0/24")],
+                ..WgOptions::default()
+            };
+            let cfg = interface_config(&nm, &key, &opts, NOW);
+            let allowed = &cfg.device.peers[&wg_key(&exit)].allowed_ips;
+            assert!(
+                allowed.contains(&net("0.0.0.0/0")) && allowed.contains(&net("::/0")),
+                "{choice}"
+            );
+            assert!(cfg.net.routes.contains(&Route {
+                destination: net("0.0.0.0/0"),
+                table: 52
+            }));
+            assert!(cfg.net.routes.contains(&Route {
+                destination: net("::/0"),
+                table: 52
+            }));
+            assert_eq!(
+                cfg.net.throw_routes,
+                [Route {
+                    destination: net("192.168.1.0/24"),
+                    table: 52
+                }]
+                .into()
+            );
+            assert_eq!(cfg.device.peers[&wg_key(&peer(2))].allowed_ips.len(), 2);
+        }
+        // Another peer, an unknown name, or a peer offering no default routes: nothing changes.
+        for choice in ["100.64.0.2", "nosuch", ""] {
+            let opts = WgOptions {
+                exit_node: Some(choice.into()),
+                exit_node_bypass: vec![net("192.168.1.0/24")],
+                ..WgOptions::default()
+            };
+            let cfg = interface_config(&nm, &key, &opts, NOW);
+            assert!(
+                !cfg.net
+                    .routes
+                    .iter()
+                    .any(|r| r.destination.prefix_len() == 0),
+                "{choice}"
+            );
+            assert!(cfg.net.throw_routes.is_empty(), "{choice}");
+        }
     }
 
     #[test]

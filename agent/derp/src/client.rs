@@ -1,8 +1,13 @@
 //! The tokio DERP client: connect (TCP, optional TLS), `GET /derp` upgrade, handshake, then a
 //! reader task (events, Pong replies, read deadline) and a writer task (batched frames).
 //! No reconnect: the owner of the client decides when to dial again.
+//!
+//! [`ClientOptions::fwmark`] marks the TCP socket (SO_MARK) before it connects: with
+//! WireGuard's mark, the tailnet table's `not fwmark` rule lets DERP bypass an exit node.
 
 use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use meshgate_tailcfg::{DerpNode, NodePrivate, NodePublic};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -172,6 +177,9 @@ pub struct ClientOptions {
     pub expected_server_key: Option<NodePublic>,
     /// `Ideal-Node` header value.
     pub ideal_node: Option<String>,
+    /// SO_MARK for the TCP socket, set before it connects; 0 = none. Needs CAP_NET_ADMIN:
+    /// without it the connection is made unmarked, with a warning.
+    pub fwmark: u32,
 }
 
 impl Default for ClientOptions {
@@ -185,6 +193,7 @@ impl Default for ClientOptions {
             event_queue: 256,
             expected_server_key: None,
             ideal_node: None,
+            fwmark: 0,
         }
     }
 }
@@ -349,12 +358,12 @@ impl DerpEvents {
     }
 }
 
-async fn dial(target: &DerpTarget) -> Result<BoxStream, Error> {
+async fn dial(target: &DerpTarget, fwmark: u32) -> Result<BoxStream, Error> {
     let connect_err = |source| Error::Connect {
         addr: target.dial.clone(),
         source,
     };
-    let tcp = TcpStream::connect(&target.dial)
+    let tcp = connect_tcp(&target.dial, fwmark)
         .await
         .map_err(connect_err)?;
     let _ = tcp.set_nodelay(true);
@@ -368,6 +377,49 @@ async fn dial(target: &DerpTarget) -> Result<BoxStream, Error> {
             Ok(Box::new(tls))
         }
     }
+}
+
+/// TCP to `addr` (`host:port`), trying each address it resolves to in turn, the socket marked
+/// with `fwmark` (unless 0) before it connects.
+async fn connect_tcp(addr: &str, fwmark: u32) -> io::Result<TcpStream> {
+    if fwmark == 0 {
+        return TcpStream::connect(addr).await;
+    }
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        match connect_marked(target, fwmark).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr}: the name has no addresses"),
+        )
+    }))
+}
+
+async fn connect_marked(target: SocketAddr, fwmark: u32) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    match socket2::SockRef::from(&socket).set_mark(fwmark) {
+        Ok(()) => {}
+        // A process without CAP_NET_ADMIN cannot have installed the routing the mark escapes.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(
+                %target,
+                fwmark,
+                "no permission to mark the DERP connection (needs CAP_NET_ADMIN); \
+                 connecting unmarked"
+            );
+        }
+        Err(e) => return Err(io::Error::new(e.kind(), format!("setting SO_MARK: {e}"))),
+    }
+    socket.connect(target).await
 }
 
 /// Reads until `buf` holds at least one more byte; EOF is [`Error::Closed`].
@@ -461,7 +513,7 @@ pub async fn connect(
     key: NodePrivate,
     opts: &ClientOptions,
 ) -> Result<(DerpClient, DerpEvents), Error> {
-    let mut stream = timeout(opts.connect_timeout, dial(target))
+    let mut stream = timeout(opts.connect_timeout, dial(target, opts.fwmark))
         .await
         .map_err(|_| Error::Timeout("connect"))??;
     let (buf, server_key, server_info) = timeout(

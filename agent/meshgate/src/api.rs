@@ -47,6 +47,9 @@ pub struct Status {
     /// Access control on what arrives from the mesh (control mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterStatus>,
+    /// The exit node chosen (`--exit-node`) and whether its default routes are in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_node: Option<String>,
     /// Where MagicDNS serves (control mode, while control turns it on), or why it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub magic_dns: Option<String>,
@@ -140,6 +143,11 @@ pub struct UpRequest {
     pub accept_routes: Option<bool>,
     #[serde(default)]
     pub snat_subnet_routes: Option<bool>,
+    /// `Some("")` stops using an exit node.
+    #[serde(default)]
+    pub exit_node: Option<String>,
+    #[serde(default)]
+    pub exit_node_allow_lan_access: Option<bool>,
 }
 
 /// `meshgate netcheck`: the daemon's last netcheck report.
@@ -430,6 +438,8 @@ pub async fn up(args: UpArgs) -> Result<(), Box<dyn std::error::Error>> {
         advertise_exit_node: args.advertise_exit_node,
         accept_routes: args.accept_routes,
         snat_subnet_routes: args.snat_subnet_routes,
+        exit_node: args.exit_node,
+        exit_node_allow_lan_access: args.exit_node_allow_lan_access,
     };
     let json = serde_json::to_string(&request)?;
     command(&args.socket, &format!("up {json}")).await
@@ -520,6 +530,9 @@ fn render(status: &Status, now: SystemTime) -> String {
     );
     if let Some(filter) = &status.filter {
         let _ = writeln!(out, "{}", render_filter(filter));
+    }
+    if let Some(exit) = &status.exit_node {
+        let _ = writeln!(out, "exit node: {exit}");
     }
     if let Some(dns) = &status.magic_dns {
         let _ = writeln!(out, "MagicDNS: {dns}");
@@ -660,6 +673,7 @@ mod tests {
             }),
             warnings: vec!["forwarding is off".into()],
             magic_dns: None,
+            exit_node: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["self"]["addresses"][0], "100.64.0.1");

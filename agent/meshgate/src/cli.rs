@@ -173,6 +173,13 @@ pub struct DaemonArgs {
     /// (`false` keeps peers' source addresses, for LANs that route the tailnet back).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL", conflicts_with = "config")]
     pub snat_subnet_routes: bool,
+    /// Send all traffic through this exit node (a peer's tailnet IP or MagicDNS name); the
+    /// daemon's own control, DERP and WireGuard traffic stays outside the tunnel.
+    #[arg(long, value_name = "IP|NAME", conflicts_with = "config")]
+    pub exit_node: Option<String>,
+    /// With --exit-node: keep the networks this host is directly on out of the tunnel.
+    #[arg(long, conflicts_with = "config")]
+    pub exit_node_allow_lan_access: bool,
     /// Turn on IPv4 and IPv6 forwarding when advertising routes or an exit node (set back by
     /// `meshgate down`); without it the daemon only warns when forwarding is off.
     #[arg(long, conflicts_with = "config")]
@@ -261,6 +268,12 @@ pub struct UpArgs {
     /// Masquerade what the mesh sends into advertised subnets (`=false` keeps source addresses).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub snat_subnet_routes: Option<bool>,
+    /// Send all traffic through this exit node (tailnet IP or name; "" to stop).
+    #[arg(long, value_name = "IP|NAME")]
+    pub exit_node: Option<String>,
+    /// Keep the local networks out of the exit node's tunnel (`=false` to stop).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub exit_node_allow_lan_access: Option<bool>,
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }

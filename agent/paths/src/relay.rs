@@ -43,6 +43,9 @@ pub struct RelayConfig {
     pub wg_port: u16,
     /// CA certificates (PEM) trusted for DERP servers besides the public roots.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// SO_MARK on the DERP connections (WireGuard's fwmark), so they skip the tailnet's routing
+    /// table and never run through an exit node; 0 = none.
+    pub fwmark: u32,
 }
 
 /// What the relay tells the daemon.
@@ -399,25 +402,27 @@ impl Actor {
                 .min(BACKOFF_LAST),
         };
         let key = self.config.node_key.clone();
+        let options = ClientOptions {
+            fwmark: self.config.fwmark,
+            ..ClientOptions::default()
+        };
         let commands = self.commands.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let report = match target {
-                Ok(target) => {
-                    match meshgate_derp::connect(&target, key, &ClientOptions::default()).await {
-                        Ok((client, events)) => Command::Connected {
-                            region,
-                            generation,
-                            client,
-                            events,
-                        },
-                        Err(e) => Command::Failed {
-                            region,
-                            generation,
-                            error: e.to_string(),
-                        },
-                    }
-                }
+                Ok(target) => match meshgate_derp::connect(&target, key, &options).await {
+                    Ok((client, events)) => Command::Connected {
+                        region,
+                        generation,
+                        client,
+                        events,
+                    },
+                    Err(e) => Command::Failed {
+                        region,
+                        generation,
+                        error: e.to_string(),
+                    },
+                },
                 Err(error) => Command::Failed {
                     region,
                     generation,

@@ -58,6 +58,7 @@ async fn node(map: &DerpMap) -> Node {
         node_key: key.clone(),
         wg_port: kernel.local_addr().unwrap().port(),
         extra_ca_pem: None,
+        fwmark: 0,
     });
     relay.set_derp_map(map.clone()).await;
     relay.set_home(Some(REGION)).await;

@@ -204,7 +204,7 @@ impl Engine {
         };
 
         let rollback = if created {
-            self.rtnl.delete_link(&link).await
+            self.undo_create(&link, &before_net, &desired.net).await
         } else {
             let previous = InterfaceConfig {
                 name: desired.name.clone(),
@@ -272,7 +272,26 @@ impl Engine {
         let net = self.read_net(&link, &NetConfig::default()).await?;
         let rules: Vec<_> = net.rules.into_iter().collect();
         self.rtnl.remove_rules(&rules).await?;
+        // Throw routes are bound to no device: deleting the link would leave them.
+        let throws: Vec<_> = net.throw_routes.into_iter().collect();
+        self.rtnl.remove_throw_routes(&throws).await?;
         self.rtnl.delete_link(&link).await
+    }
+
+    /// Rollback of an interface this apply created: the link takes its addresses and routes
+    /// with it, but the rules and throw routes written for it live on their own.
+    async fn undo_create(
+        &self,
+        link: &Link,
+        before: &NetConfig,
+        desired: &NetConfig,
+    ) -> Result<(), Error> {
+        let rules = SetDiff::between(&before.rules, &desired.rules);
+        let throws = SetDiff::between(&before.throw_routes, &desired.throw_routes);
+        let rules = self.rtnl.remove_rules(&rules.add).await;
+        let throws = self.rtnl.remove_throw_routes(&throws.add).await;
+        let link = self.rtnl.delete_link(link).await;
+        rules.and(throws).and(link)
     }
 
     async fn restore(
@@ -331,27 +350,37 @@ impl Engine {
             self.rtnl.set_link(link, mtu_change, true).await?;
         }
         let routes = SetDiff::between(&actual_net.routes, &want.routes);
+        let throws = SetDiff::between(&actual_net.throw_routes, &want.throw_routes);
+        // Removals first: a prefix moving between `routes` and `throw_routes` in one table
+        // would otherwise collide with itself.
         self.rtnl.remove_routes(link, &routes.remove).await?;
+        self.rtnl.remove_throw_routes(&throws.remove).await?;
         for route in &routes.add {
             self.rtnl.add_route(link, *route).await?;
+        }
+        for route in &throws.add {
+            self.rtnl.add_throw_route(*route).await?;
         }
         let rules = SetDiff::between(&actual_net.rules, &want.rules);
         self.rtnl.remove_rules(&rules.remove).await?;
         for rule in &rules.add {
             self.rtnl.add_rule(*rule).await?;
         }
-        report.net_changes = addresses.len() + routes.len() + rules.len() + link_changes;
+        report.net_changes =
+            addresses.len() + routes.len() + throws.len() + rules.len() + link_changes;
         Ok(())
     }
 
-    /// The interface's addresses and our routes through it, and those of our rules that point
-    /// at a table this interface routes into (now, or in `desired`): rules belong to no
-    /// interface, and another meshgate interface's rules must not look like drift.
+    /// The interface's addresses and our routes through it, and those of our rules and throw
+    /// routes that point at or sit in a table this interface routes into (now, or in
+    /// `desired`): they belong to no interface, and another meshgate interface's must not look
+    /// like drift.
     async fn read_net(&self, link: &Link, desired: &NetConfig) -> Result<NetConfig, Error> {
         let routes = self.rtnl.routes(link).await?;
         let tables: BTreeSet<u32> = routes
             .iter()
             .chain(&desired.routes)
+            .chain(&desired.throw_routes)
             .map(|r| r.table)
             .chain(desired.rules.iter().map(|r| r.table))
             .collect();
@@ -365,6 +394,7 @@ impl Engine {
         Ok(NetConfig {
             mtu: Some(link.mtu),
             addresses: self.rtnl.addresses(link).await?,
+            throw_routes: self.rtnl.throw_routes(&tables).await?,
             routes,
             rules,
         })
@@ -443,7 +473,7 @@ fn validate(desired: &InterfaceConfig) -> Result<(), Error> {
             "MTU {mtu} is outside 576-65535"
         )));
     }
-    for route in &desired.net.routes {
+    for route in desired.net.routes.iter().chain(&desired.net.throw_routes) {
         if route.table == 0 {
             return Err(Error::InvalidConfig(format!(
                 "route {} has table 0, which is not a routing table",
@@ -451,5 +481,55 @@ fn validate(desired: &InterfaceConfig) -> Result<(), Error> {
             )));
         }
     }
+    // The kernel keys routes by prefix and table, whatever their type.
+    if let Some(both) = desired
+        .net
+        .routes
+        .intersection(&desired.net.throw_routes)
+        .next()
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} in table {} is both a route through the interface and a throw route",
+            both.destination, both.table
+        )));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtnl::types::Route;
+
+    fn route(destination: &str, table: u32) -> Route {
+        Route {
+            destination: destination.parse().unwrap(),
+            table,
+        }
+    }
+
+    #[test]
+    fn throw_routes_are_validated_like_routes() {
+        let mut config = InterfaceConfig {
+            name: "mg0".into(),
+            ..InterfaceConfig::default()
+        };
+        config.net.routes.insert(route("0.0.0.0/0", 52));
+        config.net.throw_routes.insert(route("192.168.1.0/24", 52));
+        validate(&config).unwrap();
+
+        let mut table_zero = config.clone();
+        table_zero.net.throw_routes.insert(route("10.0.0.0/8", 0));
+        let err = validate(&table_zero).unwrap_err().to_string();
+        assert!(err.contains("10.0.0.0/8 has table 0"), "{err}");
+
+        let mut both = config.clone();
+        both.net.throw_routes.insert(route("0.0.0.0/0", 52));
+        let err = validate(&both).unwrap_err().to_string();
+        assert!(err.contains("both a route"), "{err}");
+        // The same prefix in another table is another route.
+        both.net.throw_routes.remove(&route("0.0.0.0/0", 52));
+        both.net.throw_routes.insert(route("0.0.0.0/0", 53));
+        validate(&both).unwrap();
+    }
 }

@@ -96,6 +96,7 @@ pub mod bpffs;
 pub mod control_lab;
 pub mod direct_timing;
 pub mod dns_lab;
+pub mod exit_lab;
 pub mod nat_lab;
 pub mod policy_lab;
 pub mod relay_lab;

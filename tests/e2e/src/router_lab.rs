@@ -34,14 +34,14 @@ fn policy(lan_host: IpAddr) -> String {
 }
 
 /// A TCP echo service that remembers who connected.
-struct Service {
+pub(crate) struct Service {
     stop: Arc<AtomicBool>,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Service {
-    fn start(host: &Host, port: u16) -> Service {
+    pub(crate) fn start(host: &Host, port: u16) -> Service {
         let listener = host
             .run(move || TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))))
             .unwrap()
@@ -74,7 +74,7 @@ impl Service {
         }
     }
 
-    fn last_peer(&self) -> Option<SocketAddr> {
+    pub(crate) fn last_peer(&self) -> Option<SocketAddr> {
         self.peers.lock().unwrap().last().copied()
     }
 }
@@ -88,7 +88,7 @@ impl Drop for Service {
     }
 }
 
-fn round_trip(host: &Host, to: SocketAddr) -> bool {
+pub(crate) fn round_trip(host: &Host, to: SocketAddr) -> bool {
     host.run(move || {
         let Ok(mut conn) = TcpStream::connect_timeout(&to, PROBE_WAIT) else {
             return false;
@@ -102,7 +102,7 @@ fn round_trip(host: &Host, to: SocketAddr) -> bool {
 
 /// What `down` must put back: rules, routes we own (not the kernel's own), every table of
 /// nftables, and the forwarding sysctls.
-fn system_state(host: &Host) -> String {
+pub(crate) fn system_state(host: &Host) -> String {
     let mut out = String::new();
     for args in [
         &["ip", "-4", "rule"][..],

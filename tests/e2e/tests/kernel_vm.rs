@@ -101,3 +101,10 @@ fn kernel_magic_dns() {
         Kernel
     ));
 }
+
+#[test]
+fn kernel_exit_node() {
+    vm_test!("kernel_exit_node", || meshgate_e2e::exit_lab::exit_node(
+        Kernel
+    ));
+}

@@ -63,3 +63,8 @@ fn userspace_magic_dns() {
 fn userspace_subnet_router_failover() {
     meshgate_e2e::router_lab::subnet_router_failover(Userspace);
 }
+
+#[test]
+fn userspace_exit_node() {
+    meshgate_e2e::exit_lab::exit_node(Userspace);
+}

@@ -41,6 +41,10 @@ pub(crate) const DEFAULT_MODULES: &[&str] = &[
     "nft_objref",
     "nft_log",
     "nf_log_syslog",
+    // Socket diagnostics (`ss` shows marks and more only through these).
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
     // tc: the BPF ACL (clsact lives in sch_ingress) and link emulation for benchmarks.
     "sch_ingress",
     "cls_bpf",

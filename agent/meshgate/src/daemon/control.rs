@@ -21,7 +21,7 @@ use crate::cli::DaemonArgs;
 
 use super::access::Access;
 use super::dns::MagicDns;
-use super::endpoints::{local_endpoints, system_hostname};
+use super::endpoints::{local_endpoints, local_networks, system_hostname};
 use super::forwarding::Forwarding;
 use super::paths::{Steering, Wake};
 use super::prefs::{self, Prefs, Wanted};
@@ -37,6 +37,8 @@ struct Settings {
     advertise_exit_node: bool,
     accept_routes: bool,
     snat_subnet_routes: bool,
+    exit_node: Option<String>,
+    exit_node_allow_lan_access: bool,
 }
 
 impl Settings {
@@ -51,6 +53,8 @@ impl Settings {
             advertise_exit_node: args.advertise_exit_node,
             accept_routes: args.accept_routes,
             snat_subnet_routes: args.snat_subnet_routes,
+            exit_node: args.exit_node.clone().filter(|e| !e.is_empty()),
+            exit_node_allow_lan_access: args.exit_node_allow_lan_access,
         })
     }
 
@@ -63,6 +67,8 @@ impl Settings {
             advertise_exit_node: stored.advertise_exit_node,
             accept_routes: stored.accept_routes,
             snat_subnet_routes: stored.snat_subnet_routes.unwrap_or(true),
+            exit_node: stored.exit_node.clone(),
+            exit_node_allow_lan_access: stored.exit_node_allow_lan_access,
         }
     }
 
@@ -75,6 +81,8 @@ impl Settings {
             advertise_exit_node: self.advertise_exit_node,
             accept_routes: self.accept_routes,
             snat_subnet_routes: (!self.snat_subnet_routes).then_some(false),
+            exit_node: self.exit_node.clone(),
+            exit_node_allow_lan_access: self.exit_node_allow_lan_access,
             wanted,
         }
     }
@@ -133,6 +141,12 @@ impl Settings {
         }
         if let Some(snat) = up.snat_subnet_routes {
             new.snat_subnet_routes = snat;
+        }
+        if let Some(exit) = up.exit_node {
+            new.exit_node = Some(exit).filter(|e| !e.is_empty());
+        }
+        if let Some(lan) = up.exit_node_allow_lan_access {
+            new.exit_node_allow_lan_access = lan;
         }
         let Some(server) = &new.login_server else {
             return Err("no login server: give --login-server URL".into());
@@ -229,6 +243,12 @@ fn start_session(args: &DaemonArgs, settings: &Settings) -> Result<Session, Stri
         interface: args.iface.clone(),
         listen_port: args.port,
         accept_routes: settings.accept_routes,
+        exit_node: settings.exit_node.clone(),
+        exit_node_bypass: if settings.exit_node_allow_lan_access {
+            local_networks(&args.iface)
+        } else {
+            Vec::new()
+        },
         ..WgOptions::default()
     };
     tracing::info!(
@@ -330,7 +350,10 @@ async fn answer_logout(
     reply: oneshot::Sender<Outcome>,
 ) {
     let outcome = async {
-        let control = ControlServer::parse(&server, ca.as_deref()).map_err(|e| e.to_string())?;
+        // Marked like the session's connection: never through an exit node.
+        let control = ControlServer::parse(&server, ca.as_deref())
+            .map_err(|e| e.to_string())?
+            .with_fwmark(WgOptions::default().fwmark);
         let persisted = Persisted::load_or_create(&dir).map_err(|e| e.to_string())?;
         logout_at(&control, &persisted).await.map_err(|e| {
             format!("{e}; the node key is kept and the session is down: run logout again")
@@ -558,6 +581,16 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.control_error = last_error.clone();
                     status.filter = Some(access.status().await);
                     status.magic_dns = dns.status();
+                    status.exit_node = settings.exit_node.as_ref().map(|choice| {
+                        let in_use = desired.as_ref().is_some_and(|c| {
+                            c.net.routes.iter().any(|r| r.destination.prefix_len() == 0)
+                        });
+                        if in_use {
+                            format!("{choice} (in use)")
+                        } else {
+                            format!("{choice} (not in use: no such peer, or it offers no approved exit routes)")
+                        }
+                    });
                     status.warnings.extend(forwarding.warning().map(str::to_owned));
                     if let Some(s) = &session {
                         super::status::add_session(&mut status, &s.peers.borrow(), &s.steering);
@@ -732,6 +765,8 @@ mod tests {
             advertise_exit_node: false,
             accept_routes: true,
             snat_subnet_routes: true,
+            exit_node: None,
+            exit_node_allow_lan_access: false,
         };
         let err = base.with(UpRequest::default()).unwrap_err();
         assert!(err.contains("--login-server"), "{err}");
@@ -783,6 +818,8 @@ mod tests {
             advertise_exit_node: false,
             accept_routes: false,
             snat_subnet_routes: true,
+            exit_node: None,
+            exit_node_allow_lan_access: false,
         };
         assert_eq!(base.routable_ips(), base.advertise_routes);
         let exit = base
@@ -816,6 +853,8 @@ mod tests {
             advertise_exit_node: true,
             accept_routes: true,
             snat_subnet_routes: true,
+            exit_node: None,
+            exit_node_allow_lan_access: false,
         };
         let stored = settings.prefs(Wanted::Stopped);
         let text = serde_json::to_string(&stored).unwrap();

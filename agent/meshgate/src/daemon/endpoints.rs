@@ -33,12 +33,39 @@ fn endpoint_candidate(ip: IpAddr) -> bool {
 /// WireGuard port: the endpoints we tell control about, IPv4 first (peers use the first one
 /// until disco picks paths).
 pub(super) fn local_endpoints(port: u16, iface: &str) -> Vec<SocketAddr> {
+    let mut found: Vec<SocketAddr> = host_prefixes(iface)
+        .into_iter()
+        .map(|net| net.addr())
+        .filter(|ip| endpoint_candidate(*ip))
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    found.sort_by_key(|e| (e.is_ipv6(), *e));
+    found.dedup();
+    found
+}
+
+/// The networks the host is directly on (not loopback, link-local or tailnet, not `iface`):
+/// what `--exit-node-allow-lan-access` keeps out of the tunnel.
+pub(super) fn local_networks(iface: &str) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = host_prefixes(iface)
+        .into_iter()
+        .filter(|net| endpoint_candidate(net.addr()))
+        .map(|net| net.trunc())
+        .collect();
+    nets.sort();
+    nets.dedup();
+    nets
+}
+
+/// Every address of an interface that is up (except loopback and `iface`), with its prefix
+/// length.
+fn host_prefixes(iface: &str) -> Vec<IpNet> {
     let mut found = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         tracing::warn!(
-            "getifaddrs: {}; no endpoints to advertise",
+            "getifaddrs: {}; no host addresses",
             std::io::Error::last_os_error()
         );
         return found;
@@ -61,28 +88,55 @@ pub(super) fn local_endpoints(port: u16, iface: &str) -> Vec<SocketAddr> {
             continue;
         }
         // SAFETY: ifa_addr is non-null; its family says which sockaddr it is.
-        let ip = unsafe {
-            match i32::from((*entry.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+        let Some(ip) = (unsafe { sockaddr_ip(entry.ifa_addr) }) else {
+            continue;
+        };
+        // SAFETY: as for ifa_addr; a null netmask means a host prefix.
+        let mask = unsafe { sockaddr_ip(entry.ifa_netmask) };
+        let len = match mask {
+            Some(IpAddr::V4(m)) => u32::from(m).count_ones() as u8,
+            Some(IpAddr::V6(m)) => u128::from(m).count_ones() as u8,
+            None => {
+                if ip.is_ipv4() {
+                    32
+                } else {
+                    128
                 }
-                libc::AF_INET6 => {
-                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::from(sin6.sin6_addr.s6_addr)
-                }
-                _ => continue,
             }
         };
-        if endpoint_candidate(ip) {
-            found.push(SocketAddr::new(ip, port));
+        if let Ok(net) = IpNet::new(ip, len) {
+            found.push(net);
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    found.sort_by_key(|e| (e.is_ipv6(), *e));
-    found.dedup();
     found
+}
+
+/// The IP of an AF_INET or AF_INET6 sockaddr; `None` for null or another family.
+///
+/// # Safety
+/// `addr` is null or points to a sockaddr of the size its family implies.
+unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise: a valid sockaddr of the size its family says.
+    unsafe {
+        match i32::from((*addr).sa_family) {
+            libc::AF_INET => {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(addr as *const libc::sockaddr_in6);
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub(super) struct Steering {
     relay: Option<(Relay, Key)>,
     relay_events: Option<mpsc::Receiver<RelayEvent>>,
     wg_port: u16,
+    /// WireGuard's fwmark, also on the DERP connections.
+    fwmark: u32,
     extra_ca: Option<Vec<u8>>,
     derp_map: watch::Receiver<Option<DerpMap>>,
     home: watch::Receiver<Option<u16>>,
@@ -184,6 +186,7 @@ impl Steering {
             relay: None,
             relay_events: None,
             wg_port,
+            fwmark,
             extra_ca,
             derp_map,
             home,
@@ -293,6 +296,7 @@ impl Steering {
             node_key: key,
             wg_port: self.wg_port,
             extra_ca_pem: self.extra_ca.clone(),
+            fwmark: self.fwmark,
         });
         if let Some(map) = self.derp_map.borrow().clone() {
             relay.set_derp_map(map).await;

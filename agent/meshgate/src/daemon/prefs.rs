@@ -34,6 +34,10 @@ pub struct Prefs {
     /// `None`: the default (masquerade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snat_subnet_routes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_node: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exit_node_allow_lan_access: bool,
     pub wanted: Wanted,
 }
 

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkWireguard, RouteMessageBuilder};
@@ -183,8 +183,36 @@ impl Rtnl {
         Ok(out)
     }
 
+    /// Ours (protocol [`types::ROUTE_PROTOCOL`]) through `link`: unicast routes bound to it.
     async fn route_messages(&self, link: &Link) -> Result<Vec<RouteMessage>, Error> {
         let context = format!("listing routes through {}", link.name);
+        let mut out = self.our_route_messages(&context).await?;
+        out.retain(|message| {
+            message.header.kind != RouteType::Throw
+                && message
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link.index))
+        });
+        Ok(out)
+    }
+
+    /// Ours of type `throw` in `tables`. They belong to no device (IPv6 ones show `dev lo`),
+    /// so the table is what ties them to an interface.
+    async fn throw_route_messages(
+        &self,
+        tables: &BTreeSet<u32>,
+    ) -> Result<Vec<RouteMessage>, Error> {
+        let mut out = self.our_route_messages("listing throw routes").await?;
+        out.retain(|message| {
+            message.header.kind == RouteType::Throw
+                && route_from(message).is_some_and(|route| tables.contains(&route.table))
+        });
+        Ok(out)
+    }
+
+    /// Every route, IPv4 and IPv6, in every table, that carries our protocol number.
+    async fn our_route_messages(&self, context: &str) -> Result<Vec<RouteMessage>, Error> {
         let mut out = Vec::new();
         for version in [IpVersion::V4, IpVersion::V6] {
             let request = match version {
@@ -193,18 +221,81 @@ impl Rtnl {
             };
             let mut stream = self.handle.route().get(request).execute();
             while let Some(message) = stream.next().await {
-                let message = message.map_err(|e| rtnl_error(&context, e))?;
-                let ours = message.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL)
-                    && message
-                        .attributes
-                        .iter()
-                        .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link.index));
-                if ours {
+                let message = message.map_err(|e| rtnl_error(context, e))?;
+                if message.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
                     out.push(message);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Our throw routes in `tables`.
+    pub async fn throw_routes(&self, tables: &BTreeSet<u32>) -> Result<BTreeSet<Route>, Error> {
+        if tables.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self
+            .throw_route_messages(tables)
+            .await?
+            .iter()
+            .filter_map(route_from)
+            .collect())
+    }
+
+    /// `ip route add throw <destination> table <table> proto 109`.
+    pub async fn add_throw_route(&self, route: Route) -> Result<(), Error> {
+        let message = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(route.destination.addr(), route.destination.prefix_len())
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?
+            .table_id(route.table)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .scope(RouteScope::Universe)
+            .kind(RouteType::Throw)
+            .build();
+        self.handle
+            .route()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|e| {
+                rtnl_error(
+                    format!(
+                        "adding route throw {} table {}",
+                        route.destination, route.table
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// Removes our throw routes among `routes` with one dump.
+    pub async fn remove_throw_routes(&self, routes: &[Route]) -> Result<(), Error> {
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let doomed: BTreeSet<Route> = routes.iter().copied().collect();
+        let tables: BTreeSet<u32> = doomed.iter().map(|r| r.table).collect();
+        for message in self.throw_route_messages(&tables).await? {
+            let Some(route) = route_from(&message).filter(|r| doomed.contains(r)) else {
+                continue;
+            };
+            self.handle
+                .route()
+                .del(message)
+                .execute()
+                .await
+                .map_err(|e| {
+                    rtnl_error(
+                        format!(
+                            "removing route throw {} table {}",
+                            route.destination, route.table
+                        ),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     pub async fn add_route(&self, link: &Link, route: Route) -> Result<(), Error> {

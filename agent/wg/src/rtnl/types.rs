@@ -8,7 +8,8 @@ use ipnet::IpNet;
 /// else's on read-back and never touch theirs. `ip route` shows it as `proto 109`.
 pub const ROUTE_PROTOCOL: u8 = 109;
 
-/// A route through our interface into a routing table.
+/// A route into a routing table: through our interface in [`NetConfig::routes`], of type
+/// `throw` (no device) in [`NetConfig::throw_routes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
     pub destination: IpNet,
@@ -39,6 +40,11 @@ pub struct NetConfig {
     pub mtu: Option<u32>,
     pub addresses: BTreeSet<IpNet>,
     pub routes: BTreeSet<Route>,
+    /// `ip route add throw <destination> table <table> proto 109`: a lookup of these prefixes
+    /// leaves `table` and goes on with the next rule (the main table), so that with an exit
+    /// node's default route in our table the local LAN is still reached directly. Read back
+    /// from the tables this interface uses (its routes, rules and throw routes).
+    pub throw_routes: BTreeSet<Route>,
     pub rules: BTreeSet<Rule>,
 }
 
