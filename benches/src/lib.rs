@@ -1,5 +1,9 @@
 //! Shared pieces of the benchmarks: interleaved A/B measurement and the ratio report.
 
+pub mod acl_rules;
+pub mod blaster;
+pub mod netdev;
+
 use std::time::Duration;
 
 /// Samples of one measurement.
