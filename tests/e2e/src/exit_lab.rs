@@ -110,6 +110,20 @@ pub fn exit_node(backend: BackendChoice) {
         net.logs()
     );
 
+    // Strict reverse-path filtering breaks an exit node's return path: status says so.
+    net.agents[1]
+        .exec_ok(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
+        .unwrap();
+    let status = net.status(1).unwrap();
+    let warned = status["warnings"].as_array().is_some_and(|w| {
+        w.iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("rp_filter")))
+    });
+    assert!(warned, "no rp_filter warning: {status:#}");
+    net.agents[1]
+        .exec_ok(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])
+        .unwrap();
+
     let (ok, said) = net.meshgate(1, &["up", "--exit-node", ""]);
     assert!(ok, "up --exit-node '': {said}");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -581,11 +581,18 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.control_error = last_error.clone();
                     status.filter = Some(access.status().await);
                     status.magic_dns = dns.status();
+                    let exit_in_use = desired.as_ref().is_some_and(|c| {
+                        c.net.routes.iter().any(|r| r.destination.prefix_len() == 0)
+                    });
+                    let strict = super::forwarding::strict_rp_filter(&args.iface);
+                    if exit_in_use && !strict.is_empty() {
+                        status.warnings.push(format!(
+                            "rp_filter is strict (1) on {}: WireGuard's packets arriving there are dropped while an exit node is in use; set net.ipv4.conf.<iface>.rp_filter=2",
+                            strict.join(", ")
+                        ));
+                    }
                     status.exit_node = settings.exit_node.as_ref().map(|choice| {
-                        let in_use = desired.as_ref().is_some_and(|c| {
-                            c.net.routes.iter().any(|r| r.destination.prefix_len() == 0)
-                        });
-                        if in_use {
+                        if exit_in_use {
                             format!("{choice} (in use)")
                         } else {
                             format!("{choice} (not in use: no such peer, or it offers no approved exit routes)")

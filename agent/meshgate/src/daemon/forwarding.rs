@@ -121,6 +121,27 @@ impl Forwarding {
     }
 }
 
+/// Interfaces (other than `mesh`) where strict reverse-path filtering is in force: with an
+/// exit node, a lookup of a peer's address without WireGuard's mark lands in table 52 and
+/// points into the tunnel, so strict rp_filter drops WireGuard's own packets arriving there.
+pub(super) fn strict_rp_filter(mesh: &str) -> Vec<String> {
+    let value = |iface: &str| read(&format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter"));
+    let all = value("all").and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
+    let Ok(dir) = fs::read_dir("/proc/sys/net/ipv4/conf") else {
+        return Vec::new();
+    };
+    let mut strict: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|iface| !matches!(iface.as_str(), "all" | "default" | "lo") && iface != mesh)
+        .filter(|iface| {
+            let own = value(iface).and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
+            all.max(own) == 1
+        })
+        .collect();
+    strict.sort();
+    strict
+}
+
 fn read(path: &str) -> Option<String> {
     fs::read_to_string(path).ok().map(|v| v.trim().to_owned())
 }
