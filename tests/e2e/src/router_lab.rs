@@ -228,6 +228,35 @@ pub fn office_subnet_router(backend: BackendChoice, behind_nat: bool) {
         "the router's filter counted no drop: {status:#}"
     );
 
+    // --snat-subnet-routes=false: the LAN host sees the laptop's own tailnet address, for a
+    // LAN that routes the tailnet back to the router.
+    let laptop_ip = crate::tailnet_lab::ipv4_of(&net.status(1).unwrap()["self"]["addresses"])
+        .expect("the laptop's tailnet address");
+    printer
+        .exec_ok([
+            "ip",
+            "route",
+            "add",
+            "100.64.0.0/10",
+            "via",
+            &office_lan_ip.to_string(),
+        ])
+        .unwrap();
+    let (ok, said) = net.meshgate(0, &["up", "--snat-subnet-routes=false"]);
+    assert!(ok, "up --snat-subnet-routes=false: {said}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(round_trip(&net.agents[1], SocketAddr::new(printer_ip, 443))
+        && https.last_peer().map(|p| p.ip()) == Some(laptop_ip))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "without SNAT the LAN host never saw the laptop's address (last: {:?})\n{}",
+            https.last_peer(),
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     let (ok, said) = net.meshgate(0, &["down"]);
     assert!(ok, "down: {said}");
     let deadline = Instant::now() + Duration::from_secs(10);
