@@ -2,7 +2,10 @@
 
 pub mod acl_rules;
 pub mod blaster;
+pub mod manual_wg;
 pub mod netdev;
+pub mod proc_cpu;
+pub mod throughput;
 
 use std::time::Duration;
 
