@@ -36,6 +36,7 @@ mod forwarding;
 mod netcheck;
 mod paths;
 mod prefs;
+mod settings;
 mod status;
 
 use control::run_control;
