@@ -1,0 +1,1 @@
+//! Helpers for the appliance image's tests (see README.md).
