@@ -121,6 +121,9 @@ impl fmt::Display for ApplyReport {
 pub struct Engine {
     rtnl: Rtnl,
     choice: BackendChoice,
+    /// The generic netlink connection [`Engine::read_device`] polls through, kept open so a
+    /// poll costs one dump rather than a socket, a task and a family lookup.
+    polling: std::sync::Mutex<Option<KernelWg>>,
 }
 
 impl Engine {
@@ -129,6 +132,7 @@ impl Engine {
         Ok(Engine {
             rtnl: Rtnl::connect()?,
             choice,
+            polling: std::sync::Mutex::new(None),
         })
     }
 
@@ -152,6 +156,30 @@ impl Engine {
             device,
             net,
         })
+    }
+
+    /// The WireGuard device alone (keys, peers, counters), without the routes and rules
+    /// [`Engine::read`] dumps: what a caller polling the kernel's counters needs.
+    pub async fn read_device(&self, name: &str) -> Result<DeviceState, Error> {
+        let link = self
+            .rtnl
+            .link(name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
+        if link.kind.as_deref() != Some("wireguard") {
+            return self.backend_for(&link).await?.get(name).await;
+        }
+        let cached = self.polling.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut kernel = match cached {
+            Some(kernel) => kernel,
+            None => KernelWg::connect()?,
+        };
+        let read = kernel.get(name).await;
+        // A connection that failed once is not trusted again: the next poll opens a new one.
+        if let Ok(mut cache) = self.polling.lock() {
+            *cache = read.is_ok().then_some(kernel);
+        }
+        read
     }
 
     /// Makes the interface match `desired`, creating it if needed. Nothing is written when the

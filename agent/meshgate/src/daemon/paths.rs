@@ -525,10 +525,10 @@ impl Steering {
                 if self.peers.is_empty() {
                     return false;
                 }
-                let Ok(state) = engine.read(interface).await else {
+                let Ok(device) = engine.read_device(interface).await else {
                     return false;
                 };
-                for (key, stats) in &state.device.stats {
+                for (key, stats) in &device.stats {
                     let seen = WgObservation {
                         last_handshake: stats.last_handshake,
                         tx_bytes: stats.tx_bytes,

@@ -15,8 +15,8 @@ use crate::device::DeviceState;
 use crate::diff::DeviceUpdate;
 use crate::error::Error;
 
-/// A connection to the kernel's WireGuard family.
-#[derive(Debug)]
+/// A connection to the kernel's WireGuard family (clones share it).
+#[derive(Debug, Clone)]
 pub struct KernelWg {
     handle: GenetlinkHandle,
 }
