@@ -5,8 +5,8 @@
 
 use nftables::batch::Batch;
 use nftables::expr::{
-    BinaryOperation, Expression, MetaKey, NamedExpression, Payload, PayloadField, RT, RTKey,
-    TcpOption,
+    BinaryOperation, CT, Expression, MetaKey, NamedExpression, Payload, PayloadField, RT, RTKey,
+    SetItem, TcpOption,
 };
 use nftables::schema::{Chain, NfListObject};
 use nftables::stmt::{Mangle, Match, Operator, Statement};
@@ -20,6 +20,10 @@ pub const MARK_MASK: u32 = 0xff0000;
 /// The chain doing the masquerade (type nat, hook postrouting, priority srcnat).
 pub const POSTROUTING_CHAIN: &str = "postrouting";
 const SRCNAT_PRIORITY: i32 = 100;
+/// The chains saving and restoring marks (type filter, priority mangle).
+pub const MARK_SAVE_CHAIN: &str = "mark_save";
+pub const MARK_RESTORE_CHAIN: &str = "mark_restore";
+const MANGLE_PRIORITY: i32 = -150;
 
 /// The router's parts of the table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,12 +33,16 @@ pub struct Router {
     pub masquerade: bool,
     /// Clamp the MSS of TCP SYNs forwarded into the mesh to the route MTU.
     pub clamp_mss: bool,
+    /// Save the mark of connections this host starts with one of ours (WireGuard's, the
+    /// control and DERP sockets') in conntrack and restore it on their replies, so strict
+    /// rp_filter with `src_valid_mark` routes them by the main table (exit node in use).
+    pub restore_marks: bool,
 }
 
 impl Router {
     /// Whether any of it is on.
     pub fn any(&self) -> bool {
-        self.masquerade || self.clamp_mss
+        self.masquerade || self.clamp_mss || self.restore_marks
     }
 }
 
@@ -61,6 +69,9 @@ pub(crate) fn add(batch: &mut Batch<'static>, wg_interface: &str, router: &Route
             "forward",
             vec![matches(meta(MetaKey::Oifname), wg()), syn, clamp],
         ));
+    }
+    if router.restore_marks {
+        add_mark_restore(batch);
     }
     if router.masquerade {
         // The input interface is gone by postrouting, hence the mark.
@@ -105,6 +116,84 @@ pub(crate) fn add(batch: &mut Batch<'static>, wg_interface: &str, router: &Route
             vec![marked, not_back_into_mesh, Statement::Masquerade(None)],
         ));
     }
+}
+
+/// `ct state new` + marked on output: `ct mark set meta mark & MASK`; replies
+/// (`ct state established,related`, ct mark set) on prerouting: `meta mark set ct mark & MASK`.
+fn add_mark_restore(batch: &mut Batch<'static>) {
+    for (name, hook) in [
+        (MARK_SAVE_CHAIN, NfHook::Output),
+        (MARK_RESTORE_CHAIN, NfHook::Prerouting),
+    ] {
+        batch.add(NfListObject::Chain(Chain {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(hook),
+            prio: Some(MANGLE_PRIORITY),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+    }
+    let masked = |key: Expression<'static>| {
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+            key,
+            Expression::Number(MARK_MASK),
+        )))
+    };
+    let ct_mark = || {
+        Expression::Named(NamedExpression::CT(CT {
+            key: "mark".into(),
+            family: None,
+            dir: None,
+        }))
+    };
+    let ct_state = |states: &[&'static str]| {
+        Statement::Match(Match {
+            left: Expression::Named(NamedExpression::CT(CT {
+                key: "state".into(),
+                family: None,
+                dir: None,
+            })),
+            right: Expression::Named(NamedExpression::Set(
+                states
+                    .iter()
+                    .map(|s| SetItem::Element(Expression::String((*s).into())))
+                    .collect(),
+            )),
+            op: Operator::IN,
+        })
+    };
+    let nonzero = |e: Expression<'static>| {
+        Statement::Match(Match {
+            left: e,
+            right: Expression::Number(0),
+            op: Operator::NEQ,
+        })
+    };
+    batch.add(rule(
+        MARK_SAVE_CHAIN,
+        vec![
+            ct_state(&["new"]),
+            nonzero(masked(meta(MetaKey::Mark))),
+            Statement::Mangle(Mangle {
+                key: ct_mark(),
+                value: masked(meta(MetaKey::Mark)),
+            }),
+        ],
+    ));
+    batch.add(rule(
+        MARK_RESTORE_CHAIN,
+        vec![
+            ct_state(&["established", "related"]),
+            nonzero(masked(ct_mark())),
+            Statement::Mangle(Mangle {
+                key: meta(MetaKey::Mark),
+                value: masked(ct_mark()),
+            }),
+        ],
+    ));
 }
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {

@@ -294,6 +294,7 @@ fn router_rules_apply_with_and_without_the_policy() {
         let router = meshgate_acl::Router {
             masquerade: true,
             clamp_mss: true,
+            restore_marks: true,
         };
         apply(&nft::compile_with(None, WG, &router).unwrap()).unwrap();
         let listing = ok("nft", &["list", "table", "inet", nft::TABLE]);
@@ -303,6 +304,10 @@ fn router_rules_apply_with_and_without_the_policy() {
             // nft folds (mark & 0xff00ffff) | 0x40000 into this equal form.
             "iifname \"wg0\" meta mark set meta mark & 0xff04ffff | 0x00040000",
             "meta mark & 0x00ff0000 == 0x00040000 oifname != \"wg0\" masquerade",
+            "type filter hook output priority mangle; policy accept;",
+            "ct state new meta mark & 0x00ff0000 != 0x00000000 ct mark set meta mark & 0x00ff0000",
+            "type filter hook prerouting priority mangle; policy accept;",
+            "ct state { established, related } ct mark & 0x00ff0000 != 0x00000000 meta mark set ct mark & 0x00ff0000",
         ] {
             assert!(listing.contains(line), "{line:?} missing in\n{listing}");
         }

@@ -94,7 +94,6 @@ pub fn interface_config(
         ..NetConfig::default()
     };
     let mut claimed: BTreeSet<IpNet> = BTreeSet::new();
-    let mut exit_in_use = false;
     for peer in netmap.peers.values() {
         if !usable(peer, now) {
             continue;
@@ -117,7 +116,6 @@ pub fn interface_config(
             .is_some_and(|choice| is_exit_choice(peer, choice));
         if exit {
             for p in peer.allowed_ips().iter().filter(|p| p.prefix_len() == 0) {
-                exit_in_use = true;
                 allowed.insert(p.trunc());
             }
         }
@@ -153,7 +151,16 @@ pub fn interface_config(
             },
         );
     }
-    if exit_in_use {
+    if opts.exit_node.as_deref().is_some_and(|c| !c.is_empty()) {
+        // Both default routes whether or not the chosen exit node is there and offers them
+        // (reference §7.3): while it is away, or has no IPv6, traffic for the internet finds
+        // no WireGuard peer and is refused rather than leaking out of the host's own uplink.
+        for destination in [IpNet::V4(Default::default()), IpNet::V6(Default::default())] {
+            net.routes.insert(Route {
+                destination,
+                table: opts.table,
+            });
+        }
         for p in &opts.exit_node_bypass {
             net.throw_routes.insert(Route {
                 destination: p.trunc(),
@@ -361,8 +368,10 @@ mod tests {
             );
             assert_eq!(cfg.device.peers[&wg_key(&peer(2))].allowed_ips.len(), 2);
         }
-        // Another peer, an unknown name, or a peer offering no default routes: nothing changes.
-        for choice in ["100.64.0.2", "nosuch", ""] {
+        // Another peer, an unknown name (or the exit node gone from the netmap): no peer
+        // carries the default routes, yet they stay, so traffic is refused instead of leaking
+        // out of the host's own uplink. No choice at all: no default routes.
+        for (choice, blocked) in [("100.64.0.2", true), ("nosuch", true), ("", false)] {
             let opts = WgOptions {
                 exit_node: Some(choice.into()),
                 exit_node_bypass: vec![net("192.168.1.0/24")],
@@ -370,13 +379,26 @@ mod tests {
             };
             let cfg = interface_config(&nm, &key, &opts, NOW);
             assert!(
-                !cfg.net
-                    .routes
-                    .iter()
-                    .any(|r| r.destination.prefix_len() == 0),
+                cfg.device
+                    .peers
+                    .values()
+                    .all(|p| p.allowed_ips.iter().all(|a| a.prefix_len() != 0)),
                 "{choice}"
             );
-            assert!(cfg.net.throw_routes.is_empty(), "{choice}");
+            let defaults: Vec<_> = cfg
+                .net
+                .routes
+                .iter()
+                .filter(|r| r.destination.prefix_len() == 0)
+                .map(|r| r.destination)
+                .collect();
+            let expected = if blocked {
+                vec![net("0.0.0.0/0"), net("::/0")]
+            } else {
+                vec![]
+            };
+            assert_eq!(defaults, expected, "{choice}");
+            assert_eq!(cfg.net.throw_routes.len(), usize::from(blocked), "{choice}");
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use meshgate_acl::Router;
 use meshgate_control::client::{
     ClientError, Endpoint, RunConfig, logout as logout_at, run_with_peers,
 };
@@ -24,6 +25,7 @@ use super::endpoints::{local_endpoints, local_networks, system_hostname};
 use super::forwarding::Forwarding;
 use super::paths::{Steering, Wake};
 use super::prefs::Wanted;
+use super::reverse_path::ReversePath;
 use super::settings::{Settings, initial, remember};
 use super::{BoxError, Signals, log_result, start_api};
 
@@ -306,6 +308,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
     );
     let mut dns = MagicDns::new();
     let mut forwarding = Forwarding::new(args.enable_forwarding, &args.state_dir);
+    let mut reverse_path = ReversePath::new(&args.state_dir, &args.iface);
     if session.is_some() {
         access.start().await;
         forwarding.update(settings.advertising());
@@ -391,6 +394,10 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 if let Some(s) = &mut session {
                     s.steering.set_local_endpoints(local_endpoints(args.port, &args.iface));
                 }
+                if session.is_some() {
+                    let restore_marks = reverse_path.update(exit_routed(desired.as_ref()));
+                    access.set_router(Router { restore_marks, ..settings.router() }).await;
+                }
                 access.ensure().await;
                 if let Some(s) = &session {
                     let peers = s.peers.borrow().clone();
@@ -411,20 +418,17 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     status.filter = Some(access.status().await);
                     status.magic_dns = dns.status();
                     let exit_in_use = desired.as_ref().is_some_and(|c| {
-                        c.net.routes.iter().any(|r| r.destination.prefix_len() == 0)
+                        c.device
+                            .peers
+                            .values()
+                            .any(|p| p.allowed_ips.iter().any(|a| a.prefix_len() == 0))
                     });
-                    let strict = super::forwarding::strict_rp_filter(&args.iface);
-                    if exit_in_use && !strict.is_empty() {
-                        status.warnings.push(format!(
-                            "rp_filter is strict (1) on {}: WireGuard's packets arriving there are dropped while an exit node is in use; set net.ipv4.conf.<iface>.rp_filter=2",
-                            strict.join(", ")
-                        ));
-                    }
+                    status.warnings.extend(reverse_path.warning().map(str::to_owned));
                     status.exit_node = settings.exit_node.as_ref().map(|choice| {
                         if exit_in_use {
                             format!("{choice} (in use)")
                         } else {
-                            format!("{choice} (not in use: no such peer, or it offers no approved exit routes)")
+                            format!("{choice} (unavailable: no such peer, or it offers no approved exit routes; traffic outside the tailnet is blocked until it is back)")
                         }
                     });
                     status.warnings.extend(forwarding.warning().map(str::to_owned));
@@ -514,6 +518,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     if new.is_none() {
                         access.stop().await;
                         forwarding.restore();
+                        reverse_path.restore();
                         continue;
                     }
                 }
@@ -543,6 +548,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     if new.is_none() {
                         access.stop().await;
                         forwarding.restore();
+                        reverse_path.restore();
                         continue;
                     }
                 }
@@ -580,9 +586,23 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         if stopping {
             access.stop().await;
             forwarding.restore();
+            reverse_path.restore();
+        } else if session.is_some() {
+            let restore_marks = reverse_path.update(exit_routed(desired.as_ref()));
+            access
+                .set_router(Router {
+                    restore_marks,
+                    ..settings.router()
+                })
+                .await;
         }
     }
     end_session(&mut session).await;
     tracing::info!(interface = %args.iface, "stopping; the interface keeps forwarding");
     Ok(())
+}
+
+/// Whether `config` sends the internet to an exit node (its default routes in our table).
+fn exit_routed(config: Option<&InterfaceConfig>) -> bool {
+    config.is_some_and(|c| c.net.routes.iter().any(|r| r.destination.prefix_len() == 0))
 }

@@ -36,8 +36,10 @@ mod forwarding;
 mod netcheck;
 mod paths;
 mod prefs;
+mod reverse_path;
 mod settings;
 mod status;
+mod sysctl;
 
 use control::run_control;
 

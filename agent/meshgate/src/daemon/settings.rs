@@ -89,6 +89,8 @@ impl Settings {
         meshgate_acl::Router {
             masquerade: advertising && self.snat_subnet_routes,
             clamp_mss: advertising,
+            // Set by the daemon where rp_filter needs it (reverse_path.rs).
+            restore_marks: false,
         }
     }
 
