@@ -155,32 +155,39 @@ fn in_vm() -> Result<()> {
     let mut lines = Vec::new();
     for case in [Case::Subnet, Case::Exit] {
         let started = Instant::now();
-        let ours = meshgate_topology(case, Filter::Auto)?;
-        ours.path.ready("meshgate")?;
-        let unfiltered = meshgate_topology(case, Filter::Off)?;
-        unfiltered.path.ready("meshgate --filter off")?;
+        let mut variants = Vec::new();
+        for (index, (agent, filter)) in variants_to_run().into_iter().enumerate() {
+            let ours = meshgate_topology(case, filter, index)?;
+            ours.path.ready(&agent.label(filter))?;
+            variants.push((agent, filter, ours));
+        }
         let manual = manual_topology(case)?;
         manual.path.ready("manual")?;
+        // Only now, with every path proven: what each variant leaves of the agent.
+        for (agent, _, ours) in &variants {
+            agent.apply(ours)?;
+        }
         say(&format!(
             "{}: all variants carry TCP ({:.0?} to set up)",
             case.name(),
             started.elapsed()
         ));
-        let paths = [
-            (&ours.path, "meshgate"),
-            (&unfiltered.path, "filter off"),
-            (&manual.path, "manual"),
-        ];
-        let mut rates = [Rates::default(), Rates::default(), Rates::default()];
-        let (cpu_before, rounds_started) = (ours.daemons_cpu(), Instant::now());
+        let mut paths: Vec<(&TcpPath, String)> = variants
+            .iter()
+            .map(|(agent, filter, ours)| (&ours.path, agent.label(*filter)))
+            .collect();
+        paths.push((&manual.path, "manual".to_owned()));
+        let mut rates = vec![Rates::default(); paths.len()];
+        let running = &variants[0].2;
+        let (cpu_before, rounds_started) = (running.daemons_cpu(), Instant::now());
         for round in 0..p.rounds {
             // Which variant goes first rotates, so a trend within a round hits all alike.
             for k in 0..paths.len() {
                 let v = (round + k) % paths.len();
-                let (path, which) = paths[v];
+                let (path, which) = &paths[v];
                 let bps = path.iperf3(p.secs)?;
                 say(&format!(
-                    "round {}/{} {:<14} {which:<10} {:>8.1} Mbit/s",
+                    "round {}/{} {:<14} {which:<24} {:>8.1} Mbit/s",
                     round + 1,
                     p.rounds,
                     case.name(),
@@ -190,22 +197,19 @@ fn in_vm() -> Result<()> {
             }
         }
         let (cpu, wall) = (
-            ours.daemons_cpu().saturating_sub(cpu_before),
+            running.daemons_cpu().saturating_sub(cpu_before),
             rounds_started.elapsed(),
         );
-        let [ours_rates, unfiltered_rates, manual_rates] = &rates;
-        let line = report_line(case.name(), ours_rates, manual_rates, GOAL);
-        say(&line);
-        lines.push(line);
-        // Not the goal, but where a gap would come from: the agent's tc BPF filter.
-        let line = report_line(
-            &format!("{} (--filter off)", case.name()),
-            unfiltered_rates,
-            manual_rates,
-            GOAL,
-        );
-        say(&line);
-        lines.push(line);
+        let manual_rates = &rates[rates.len() - 1];
+        for ((agent, filter, _), variant_rates) in variants.iter().zip(&rates) {
+            let name = match (agent, filter) {
+                (AgentState::Running, Filter::Auto) => case.name().to_owned(),
+                _ => format!("{} ({})", case.name(), agent.label(*filter)),
+            };
+            let line = report_line(&name, variant_rates, manual_rates, GOAL);
+            say(&line);
+            lines.push(line);
+        }
         let line = format!(
             "{:<14} meshgate daemons (router + laptop): {} ms CPU over {:.0} s of rounds \
              ({:.1}% of one CPU)",
@@ -217,9 +221,12 @@ fn in_vm() -> Result<()> {
         say(&line);
         lines.push(line);
         // Labs go here (their namespaces with them) before the next case is built.
+        drop(paths);
         drop(manual);
-        drop(unfiltered);
-        drop(ours);
+        for (agent, _, ours) in &variants {
+            agent.undo(ours);
+        }
+        drop(variants);
     }
     say("summary:");
     for line in lines {
@@ -312,6 +319,78 @@ impl TcpPath {
     }
 }
 
+/// What is left of the agent while a meshgate variant carries the rounds. Stopping or killing
+/// the daemons after setup leaves the kernel state they made (WireGuard, routes, rules, nft
+/// table, tc BPF filter) and removes, respectively, the agent's CPU time and then also its
+/// sockets (the raw disco sockets see every packet to WireGuard's port): what separates the
+/// agent's running cost from the kernel configuration it chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AgentState {
+    Running,
+    /// SIGSTOP after setup (SIGCONT before teardown).
+    Stopped,
+    /// SIGKILL after setup.
+    Killed,
+}
+
+impl AgentState {
+    fn label(self, filter: Filter) -> String {
+        let agent = match self {
+            AgentState::Running => "meshgate",
+            AgentState::Stopped => "meshgate, agents stopped",
+            AgentState::Killed => "meshgate, agents killed",
+        };
+        match filter {
+            Filter::Auto => agent.to_owned(),
+            Filter::Off => format!("{agent}, filter off"),
+        }
+    }
+
+    fn apply(self, ours: &Meshgate) -> Result<()> {
+        let signal = match self {
+            AgentState::Running => return Ok(()),
+            AgentState::Stopped => libc::SIGSTOP,
+            AgentState::Killed => libc::SIGKILL,
+        };
+        for d in &ours.daemons {
+            signal_pid(d.id(), signal)?;
+        }
+        Ok(())
+    }
+
+    /// Lets stopped daemons run again, so their teardown is the usual one.
+    fn undo(self, ours: &Meshgate) {
+        if self == AgentState::Stopped {
+            for d in &ours.daemons {
+                let _ = signal_pid(d.id(), libc::SIGCONT);
+            }
+        }
+    }
+}
+
+fn signal_pid(pid: u32, signal: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid)?;
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(format!("kill({pid}, {signal}): {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+/// The meshgate variants of a run: the agent as deployed, then with its daemons stopped and
+/// killed after setup; `MESHGATE_BENCH_FILTER_OFF=1` adds `--filter off` (no tc BPF filter).
+fn variants_to_run() -> Vec<(AgentState, Filter)> {
+    let mut v = vec![
+        (AgentState::Running, Filter::Auto),
+        (AgentState::Stopped, Filter::Auto),
+        (AgentState::Killed, Filter::Auto),
+    ];
+    if std::env::var_os("MESHGATE_BENCH_FILTER_OFF").is_some_and(|v| v != "0") {
+        v.push((AgentState::Running, Filter::Off));
+    }
+    v
+}
+
 /// meshgate's variant. Field order is drop order: processes before the lab's namespaces.
 #[derive(Debug)]
 struct Meshgate {
@@ -384,20 +463,19 @@ enum Filter {
     Off,
 }
 
-fn meshgate_topology(case: Case, filter: Filter) -> Result<Meshgate> {
+/// `index` tells apart the namespaces of variants built side by side.
+fn meshgate_topology(case: Case, filter: Filter, index: usize) -> Result<Meshgate> {
     let behind: IpNet = match case {
         Case::Subnet => LAN,
         Case::Exit => UPLINK,
     }
     .parse()?;
     let mut server_host: Option<Host> = None;
-    let name = match (case, filter) {
-        (Case::Subnet, Filter::Auto) => "rbs",
-        (Case::Subnet, Filter::Off) => "rbsf",
-        (Case::Exit, Filter::Auto) => "rbe",
-        (Case::Exit, Filter::Off) => "rbef",
+    let name = match case {
+        Case::Subnet => format!("rbs{index}"),
+        Case::Exit => format!("rbe{index}"),
     };
-    let mut net = TailnetLab::with_agents(name, BackendChoice::Kernel, |lab, switch| {
+    let mut net = TailnetLab::with_agents(&name, BackendChoice::Kernel, |lab, switch| {
         let router = lab.add_host("n0").unwrap();
         switch.attach(&router).unwrap();
         let server = lab.add_host("srv").unwrap();
