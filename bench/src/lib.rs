@@ -1,0 +1,1 @@
+//! `meshgate bench` (see README.md).
