@@ -21,6 +21,20 @@ fn address_in(host: &Host, net: ipnet::IpNet) -> IpAddr {
         .expect("an address in the network")
 }
 
+/// Polls `done` every 200 ms until it holds; fails with `what` (and the logs) after `secs`.
+fn wait_until(net: &TailnetLab, secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:#?}\n{}",
+            net.status(1),
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn exit_node(backend: BackendChoice) {
     let uplink: ipnet::IpNet = "198.18.7.0/24".parse().unwrap();
     let home_lan: ipnet::IpNet = "192.168.55.0/24".parse().unwrap();
@@ -67,16 +81,12 @@ pub fn exit_node(backend: BackendChoice) {
         &["up", "--exit-node", "n0", "--exit-node-allow-lan-access"],
     );
     assert!(ok, "up --exit-node: {said}\n{}", net.logs());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !round_trip(&net.agents[1], to_web) {
-        assert!(
-            Instant::now() < deadline,
-            "the laptop never reached the internet host through the exit node: {:#?}\n{}",
-            net.status(1),
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &net,
+        30,
+        "the laptop never reached the internet host through the exit node",
+        || round_trip(&net.agents[1], to_web),
+    );
     assert_eq!(
         web.last_peer().map(|p| p.ip()),
         Some(cloud_uplink_ip),
@@ -134,16 +144,12 @@ pub fn exit_node(backend: BackendChoice) {
         "the laptop reached the internet host with its exit node gone"
     );
     net.admin(&["routes", "approve", "n0", "0.0.0.0/0"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !round_trip(&net.agents[1], to_web) {
-        assert!(
-            Instant::now() < deadline,
-            "the exit node came back but the laptop's traffic did not: {:#?}\n{}",
-            net.status(1),
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &net,
+        30,
+        "the exit node came back but the laptop's traffic did not",
+        || round_trip(&net.agents[1], to_web),
+    );
 
     // Strict reverse-path filtering, without LAN access (so the exit node's own address is
     // routed into the tunnel too): the reverse lookup of WireGuard's and the control
@@ -170,25 +176,18 @@ pub fn exit_node(backend: BackendChoice) {
     net.agents[1]
         .exec_ok(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while src_valid_mark() != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "strict rp_filter with an exit node: src_valid_mark never set\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !round_trip(&net.agents[1], to_web) {
-        assert!(
-            Instant::now() < deadline,
-            "with strict rp_filter the exit node stopped working: {:#?}\n{}",
-            net.status(1),
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &net,
+        15,
+        "strict rp_filter with an exit node: src_valid_mark never set",
+        || src_valid_mark() == "1",
+    );
+    wait_until(
+        &net,
+        30,
+        "with strict rp_filter the exit node stopped working",
+        || round_trip(&net.agents[1], to_web),
+    );
     let status = net.status(1).unwrap();
     assert!(
         status["exit_node"]
@@ -203,15 +202,12 @@ pub fn exit_node(backend: BackendChoice) {
     net.agents[1]
         .exec_ok(["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while src_valid_mark() != "0" {
-        assert!(
-            Instant::now() < deadline,
-            "rp_filter loose again, but src_valid_mark was not set back\n{}",
-            net.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        &net,
+        15,
+        "rp_filter loose again, but src_valid_mark was not set back",
+        || src_valid_mark() == "0",
+    );
 
     let (ok, said) = net.meshgate(1, &["up", "--exit-node", ""]);
     assert!(ok, "up --exit-node '': {said}");
