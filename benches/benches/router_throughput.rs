@@ -14,8 +14,11 @@
 //! exit_lab, but with the daemon's default reconcile interval and log level, not the fixture's 1 s
 //! and debug/trace) and a hand-made twin (two `wg` interfaces with generated keys, MTU 1280 like
 //! meshgate's, /32 tunnel addresses, routes in the main table, IPv4 forwarding and an nft
-//! masquerade on the router), plus meshgate again with `--filter off` on both daemons (what the tc
-//! BPF filter costs). Then one iperf3 TCP stream laptop -> LAN host / internet host per round, the
+//! masquerade on the router), plus meshgate twice more with its daemons stopped (SIGSTOP) and
+//! killed (SIGKILL) once every path carries TCP: the kernel state they made stays, and the gap
+//! between these and the running agent is what the agent's own work costs
+//! (`MESHGATE_BENCH_FILTER_OFF=1` adds `--filter off`, the tc BPF filter's cost). Then one
+//! iperf3 TCP stream laptop -> LAN host / internet host per round, the
 //! variants taking turns (which goes first rotating); medians [min-max], the ratio meshgate /
 //! manual, and "goal >= 0.95x: met / not met" on the median per-round ratio, and the daemons' CPU
 //! time over the rounds. Each variant must first carry a warm-up transfer through WireGuard (its

@@ -1,11 +1,11 @@
 //! Shared pieces of the benchmarks: interleaved A/B measurement and the ratio report.
 
-pub mod acl_rules;
-pub mod blaster;
 pub mod manual_wg;
-pub mod netdev;
 pub mod proc_cpu;
 pub mod throughput;
+
+// Moved to meshgate-bench (the `meshgate bench` command); re-exported so the benches compile unchanged.
+pub use meshgate_bench::{acl_rules, blaster, netdev};
 
 use std::time::Duration;
 

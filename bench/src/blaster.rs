@@ -7,6 +7,7 @@
 use std::io;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Datagrams per `sendmmsg` call (the calibration of reference/perf-anchors.md §7 used 64).
@@ -47,6 +48,12 @@ pub struct BlastReport {
 /// Send errors are counted, not returned: a burst of refusals or a full queue must not end
 /// the measurement early. Only setting the sockets up can fail.
 pub fn blast(cfg: &BlastConfig) -> io::Result<BlastReport> {
+    blast_until(cfg, &AtomicBool::new(false))
+}
+
+/// [`blast`] that also ends early once `stop` is set (checked after every call, so within
+/// microseconds).
+pub fn blast_until(cfg: &BlastConfig, stop: &AtomicBool) -> io::Result<BlastReport> {
     if cfg.flows == 0 || cfg.flows > MAX_FLOWS || cfg.payload > MAX_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -98,13 +105,35 @@ pub fn blast(cfg: &BlastConfig) -> io::Result<BlastReport> {
             } else {
                 report.sent += n as u64;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                 break 'outer;
             }
         }
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// Pins the calling thread to `cpu`, so the generator does not migrate between windows.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is beyond CPU_SETSIZE"),
+        ));
+    }
+    // SAFETY: cpu_set_t is a plain bit array, all-zero is the empty set; CPU_SET stays inside
+    // it (checked above); sched_setaffinity only reads the set we pass with its true size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +166,29 @@ mod tests {
         }
         // The receive buffer holds the first batches: at least the first two sockets' worth.
         assert!(ports.len() >= 2, "{ports:?}");
+    }
+
+    #[test]
+    fn a_set_stop_flag_ends_the_blast_at_once() {
+        let dst = "127.0.0.1:9".parse().unwrap();
+        let cfg = BlastConfig {
+            dst,
+            flows: 1,
+            payload: 18,
+            duration: Duration::from_secs(30),
+        };
+        let report = blast_until(&cfg, &AtomicBool::new(true)).unwrap();
+        assert_eq!(report.calls, 1);
+        assert!(report.elapsed < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn pins_to_cpu_0_and_refuses_absurd_cpus() {
+        std::thread::spawn(|| pin_current_thread(0))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(pin_current_thread(1 << 20).is_err());
     }
 
     #[test]
