@@ -56,6 +56,27 @@ pub enum Command {
     Coordinator(CoordinatorCommand),
     /// Run a DERP relay (Tailscale's protocol) and its STUN server.
     Derp(DerpArgs),
+    /// Check the appliance image's config file (and `meshgate.<key>=<value>` overrides on the
+    /// kernel command line) and print it as shell assignments for its init script; on an
+    /// error, fall back to the last good config.
+    ApplianceConfig(ApplianceConfigArgs),
+    /// Measure forwarding (packets per second) through a sender -> router -> receiver lab in
+    /// network namespaces: plain, WireGuard, our BPF ACL, nftables sets and linear rules, each
+    /// as a ratio to plain forwarding in the same run (`--suite` lists the other benchmarks).
+    Bench(meshgate_bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplianceConfigArgs {
+    /// The appliance config (`key = value` lines; see configs/appliance.conf).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// A kernel command line to take overrides from (the image passes /proc/cmdline).
+    #[arg(long, value_name = "FILE")]
+    pub cmdline: Option<PathBuf>,
+    /// Where the last good config (`appliance.conf.good`, mode 0600) is kept.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -2,6 +2,7 @@
 //! relay.
 
 mod api;
+mod appliance;
 mod cli;
 mod coordinator;
 mod daemon;
@@ -27,6 +28,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+
+    // Synchronous, and run at every boot of the appliance: no runtime.
+    if let cli::Command::ApplianceConfig(args) = &cli.command {
+        return appliance::run(args);
+    }
+    // Synchronous too: its own threads, each in the namespace it measures.
+    if let cli::Command::Bench(args) = &cli.command {
+        return match meshgate_bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meshgate bench: {e}");
+                ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            }
+        };
+    }
 
     // The relay forwards between many connections at once: one worker per core. Everything
     // else is light and keeps to one thread.
@@ -55,6 +71,9 @@ fn main() -> ExitCode {
             cli::Command::Derp(args) => derp::run(args).await,
             cli::Command::Netcheck(args) => diag::netcheck(args).await,
             cli::Command::Ping(args) => diag::ping(args).await,
+            cli::Command::ApplianceConfig(_) | cli::Command::Bench(_) => {
+                unreachable!("handled before the runtime")
+            }
         }
     });
     match result {
