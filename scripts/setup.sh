@@ -18,6 +18,7 @@ PACKAGES=(
   wireguard-tools wireguard-go
   qemu-system-x86 busybox-static xz-utils miniupnpd
   clang llvm libbpf-dev iperf3
+  syslinux syslinux-common mtools dosfstools e2fsprogs fdisk qemu-utils
 )
 
 missing=()
