@@ -9,7 +9,9 @@
 //! goals are met but does not fail on them (sizes and memory are measurements, not pass/fail).
 //!
 //! Run: `cargo build -p meshgate && cargo test -p meshgate-e2e --test footprint -- --nocapture`
-//! (a release build, `cargo build --release -p meshgate`, is measured too when present).
+//! (a release build, `cargo build --release -p meshgate`, is measured too when present). The
+//! daemon runs the binary of the test's own profile: for the shipped RSS figure run
+//! `cargo build --release -p meshgate && cargo test --release -p meshgate-e2e --test footprint`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
