@@ -64,11 +64,10 @@ pub const SUITE: &[Entry] = &[
     Entry {
         name: "router_throughput",
         baseline: "hand-configured kernel WireGuard (ip/wg/nft), VM lab, same run \
-                   (needs `cargo build -p meshgate` first)",
+                   (needs `cargo build --release -p meshgate` first: a debug agent's CPU \
+                   under the VM's emulation skews the ratio; quiet host)",
         cargo: &[
             "bench",
-            "--profile",
-            "dev",
             "-p",
             "meshgate-benches",
             "--bench",
