@@ -107,14 +107,19 @@ impl Disk {
     pub fn set_config(&self, config: &str) -> Result<()> {
         let file = self.path.with_extension("conf");
         std::fs::write(&file, config).map_err(|e| Error::io("writing the config", e))?;
+        self.copy_to_boot(&file, "::/meshgate.conf")
+    }
+
+    /// Copies `file` onto the boot partition as `dest` (mtools, no mount), replacing it.
+    fn copy_to_boot(&self, file: &std::path::Path, dest: &str) -> Result<()> {
         let mut mcopy = Command::new("mcopy");
         mcopy
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-o")
             .arg("-i")
             .arg(self.on_boot_partition())
-            .arg(&file)
-            .arg("::/meshgate.conf");
+            .arg(file)
+            .arg(dest);
         run(&mut mcopy)
     }
 
@@ -149,15 +154,7 @@ impl Disk {
             .collect();
         let file = self.path.with_extension("syslinux.cfg");
         std::fs::write(&file, cfg).map_err(|e| Error::io("writing syslinux.cfg", e))?;
-        let mut mcopy = Command::new("mcopy");
-        mcopy
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-o")
-            .arg("-i")
-            .arg(self.on_boot_partition())
-            .arg(&file)
-            .arg("::/syslinux.cfg");
-        run(&mut mcopy)
+        self.copy_to_boot(&file, "::/syslinux.cfg")
     }
 
     /// mtools' name for p1 inside the disk file.
