@@ -66,9 +66,10 @@ case $(ldd "$busybox" 2>&1 || true) in *"not a dynamic"*) ;; *) die "$busybox is
 # --- inputs -------------------------------------------------------------------------------
 if [ -z "$meshgate" ]; then
   target_dir=${CARGO_TARGET_DIR:-$repo/target}
-  echo "build.sh: building meshgate (cargo build --release -p meshgate)" >&2
-  (cd "$repo" && cargo build --release -j2 -p meshgate >&2)
-  meshgate=$target_dir/release/meshgate
+  build=(cargo build --profile appliance -p meshgate --no-default-features -j2)
+  echo "build.sh: building meshgate (${build[*]})" >&2
+  (cd "$repo" && "${build[@]}" >&2)
+  meshgate=$target_dir/appliance/meshgate
 fi
 [ -x "$meshgate" ] || die "meshgate binary $meshgate not found or not executable"
 

@@ -1,4 +1,5 @@
-//! The appliance image for tests: built once by `build.sh` from the release meshgate binary,
+//! The appliance image for tests: built once by `build.sh` from the appliance meshgate binary
+//! (`cargo build --profile appliance -p meshgate --no-default-features`),
 //! cached under the target directory by a digest of every input, and copied per test with the
 //! test's own `meshgate.conf` on the config partition.
 
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 /// Where build.sh puts p1 (MGBOOT): 1 MiB into the disk.
 const BOOT_OFFSET: u64 = 1 << 20;
 const IMAGE_NAME: &str = "meshgate-appliance-x86_64";
-/// A meshgate binary to put in the image instead of building the release one.
+/// A meshgate binary to put in the image instead of building the appliance one.
 pub const MESHGATE_ENV: &str = "MESHGATE_APPLIANCE_MESHGATE";
 
 /// A built image and what it cost.
@@ -23,16 +24,16 @@ pub struct Image {
     pub initrd: PathBuf,
     /// The meshgate binary inside it.
     pub meshgate: PathBuf,
-    /// `cargo build --release -p meshgate` (near zero when it was up to date).
-    pub release_build: Duration,
+    /// Building the appliance binary (near zero when it was up to date).
+    pub binary_build: Duration,
     /// build.sh's run; None when the cache had the image.
     pub image_build: Option<Duration>,
 }
 
 impl Image {
-    /// Builds (or finds in the cache) the image of the current recipe and release binary.
+    /// Builds (or finds in the cache) the image of the current recipe and appliance binary.
     pub fn get() -> Result<Image> {
-        let (meshgate, release_build) = release_meshgate()?;
+        let (meshgate, binary_build) = appliance_meshgate()?;
         let recipe = recipe_dir();
         let key = input_digest(&recipe, &meshgate)?;
         let dir = target_dir().join("appliance-image").join(&key[..16]);
@@ -65,7 +66,7 @@ impl Image {
             initrd: dir.join("initrd.img"),
             raw,
             meshgate,
-            release_build,
+            binary_build,
             image_build,
         })
     }
@@ -178,8 +179,20 @@ pub fn recipe_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The release meshgate binary, built if missing or stale, and how long that took.
-fn release_meshgate() -> Result<(PathBuf, Duration)> {
+/// The arguments of `cargo build` for the binary the image ships: the agent and its command
+/// line only (no coordinator, relay, demo or bench), in the size-optimised `appliance` profile.
+pub const APPLIANCE_BUILD: [&str; 6] = [
+    "build",
+    "--profile",
+    "appliance",
+    "-p",
+    "meshgate",
+    "--no-default-features",
+];
+
+/// The appliance meshgate binary, built if missing or stale, and how long that took
+/// ([`MESHGATE_ENV`] names one to use instead).
+pub fn appliance_meshgate() -> Result<(PathBuf, Duration)> {
     if let Some(bin) = std::env::var_os(MESHGATE_ENV) {
         return Ok((PathBuf::from(bin), Duration::ZERO));
     }
@@ -189,9 +202,9 @@ fn release_meshgate() -> Result<(PathBuf, Duration)> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(recipe_dir().join(".."))
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release", "-p", "meshgate"]);
+        .args(APPLIANCE_BUILD);
     run(&mut cmd)?;
-    Ok((target.join("release/meshgate"), start.elapsed()))
+    Ok((target.join("appliance/meshgate"), start.elapsed()))
 }
 
 /// A digest of everything the image is made of: the binary, the recipe, the kernel, busybox

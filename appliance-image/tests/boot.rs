@@ -16,8 +16,8 @@ fn boots_joins_routes_the_lan_and_survives_a_bad_config() {
     let image = Image::get().unwrap_or_else(|e| panic!("building the image: {e}"));
     println!("{}", image.footprint());
     println!(
-        "image: release build {:.1} s, image build {}",
-        image.release_build.as_secs_f64(),
+        "image: appliance binary build {:.1} s, image build {}",
+        image.binary_build.as_secs_f64(),
         image
             .image_build
             .map_or("cached".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))

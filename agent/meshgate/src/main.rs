@@ -4,9 +4,12 @@
 mod api;
 mod appliance;
 mod cli;
+#[cfg(feature = "coordinator")]
 mod coordinator;
 mod daemon;
+#[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "relay")]
 mod derp;
 mod diag;
 mod show;
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         return appliance::run(args);
     }
     // Synchronous too: its own threads, each in the namespace it measures.
+    #[cfg(feature = "bench")]
     if let cli::Command::Bench(args) = &cli.command {
         return match meshgate_bench::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     // The relay forwards between many connections at once: one worker per core. Everything
     // else is light and keeps to one thread.
     let mut builder = match cli.command {
+        #[cfg(feature = "relay")]
         cli::Command::Derp(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
@@ -61,19 +66,22 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Daemon(args) => daemon::run(args).await,
             cli::Command::Wg(command) => wg::run(command).await,
+            #[cfg(feature = "demo")]
             cli::Command::Demo(args) => demo::run(args).await,
             cli::Command::Status(args) => api::status(args).await,
             cli::Command::Ip(args) => api::ip(args).await,
             cli::Command::Up(args) => api::up(args).await,
             cli::Command::Down(args) => api::down(args).await,
             cli::Command::Logout(args) => api::logout(args).await,
+            #[cfg(feature = "coordinator")]
             cli::Command::Coordinator(command) => coordinator::run(command).await,
+            #[cfg(feature = "relay")]
             cli::Command::Derp(args) => derp::run(args).await,
             cli::Command::Netcheck(args) => diag::netcheck(args).await,
             cli::Command::Ping(args) => diag::ping(args).await,
-            cli::Command::ApplianceConfig(_) | cli::Command::Bench(_) => {
-                unreachable!("handled before the runtime")
-            }
+            cli::Command::ApplianceConfig(_) => unreachable!("handled before the runtime"),
+            #[cfg(feature = "bench")]
+            cli::Command::Bench(_) => unreachable!("handled before the runtime"),
         }
     });
     match result {

@@ -42,6 +42,9 @@ pub struct TailnetLab {
     pub sockets: Vec<PathBuf>,
     ifaces: Vec<String>,
     backend: BackendChoice,
+    /// The meshgate binary the daemons run (the test profile's by default; the footprint test
+    /// runs the appliance build).
+    pub daemon_binary: PathBuf,
 }
 
 impl TailnetLab {
@@ -122,6 +125,7 @@ impl TailnetLab {
             sockets,
             ifaces,
             backend,
+            daemon_binary: meshgate_bin(),
         }
     }
 
@@ -195,7 +199,7 @@ impl TailnetLab {
     pub fn start_daemon(&self, i: usize, run: usize, join: bool, extra: &[&str]) -> Proc {
         let state = self.state_dir(i);
         std::fs::create_dir_all(&state).unwrap();
-        let mut daemon = self.agents[i].command(meshgate_bin());
+        let mut daemon = self.agents[i].command(&self.daemon_binary);
         daemon.arg("daemon");
         if join {
             daemon.args(["--login-server", &self.listen, "--auth-key", &self.secret]);
