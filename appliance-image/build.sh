@@ -5,6 +5,8 @@
 #
 # Output in DIR (default appliance-image/out): meshgate-appliance-ARCH.img (raw MBR disk),
 # meshgate-appliance-ARCH.qcow2, and initrd.img (the root filesystem, also inside the image).
+# ARCH x86_64 (default, syslinux) or arm64 (U-Boot distro boot; without --meshgate it has no
+# meshgate, as this machine cannot build an aarch64 one: see README.md).
 # Needs no loop devices or mounts: each partition is built as a file (mkfs.vfat + mtools,
 # mke2fs -d) and written into the disk file at its offset. See README.md.
 set -euo pipefail
@@ -16,7 +18,8 @@ arch=x86_64
 meshgate=""
 out="$here/out"
 config=""
-kernel_cache=${MESHGATE_KERNEL_CACHE:-/var/cache/meshgate/kernel}
+kernel_cache=""
+arm64_root=${MESHGATE_ARM64_ROOT:-/var/cache/meshgate/arm64}
 # Fixed timestamps for everything packed, so that rebuilding from the same inputs gives the
 # same initramfs and filesystems (see README for what still differs).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -35,43 +38,66 @@ while (($#)); do
   --config) config=$2; shift 2 ;;
   --arch) arch=$2; shift 2 ;;
   --kernel-cache) kernel_cache=$2; shift 2 ;;
-  -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
   *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
 case $arch in
-x86_64 | amd64) arch=x86_64; deb_arch=amd64; ld_so=/lib64/ld-linux-x86-64.so.2 ;;
+x86_64 | amd64)
+  arch=x86_64
+  sysroot=/
+  ld_so=/lib64/ld-linux-x86-64.so.2
+  elf_machine="X86-64"
+  console=ttyS0,115200n8
+  kernel_cache=${kernel_cache:-${MESHGATE_KERNEL_CACHE:-/var/cache/meshgate/kernel}}
+  arch_modules=()
+  ;;
 arm64 | aarch64)
-  # The recipe is the same, but these machines lack what the arm64 image needs: see README.
-  die "arm64: needs an aarch64 meshgate (rustup target add aarch64-unknown-linux-gnu and \
-a cross linker), Debian's arm64 nft/libs and busybox-static:arm64 (dpkg --add-architecture \
-arm64), linux-image-arm64 unpacked into a kernel cache, and an EFI or U-Boot loader instead \
-of syslinux; see appliance-image/README.md"
+  # Debian's arm64 kernel, busybox and nft, unpacked by scripts/setup.sh into a sysroot.
+  arch=arm64
+  sysroot=$arm64_root
+  ld_so=/lib/ld-linux-aarch64.so.1
+  elf_machine="AArch64"
+  console=ttyAMA0,115200n8
+  kernel_cache=${kernel_cache:-$arm64_root}
+  arch_modules=("$here/modules.arm64.txt")
+  [ -f "$sysroot/.unpacked" ] || die "no arm64 sysroot in $sysroot: run scripts/setup.sh as root"
   ;;
 *) die "unknown --arch $arch (x86_64 or arm64)" ;;
 esac
-
 need() {
   for tool in "$@"; do
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/setup.sh as root"
   done
 }
-need busybox cpio gzip xz modprobe depmod mkfs.vfat mcopy syslinux mke2fs debugfs sfdisk qemu-img ldd
-mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
-[ -f "$mbr_bin" ] || die "$mbr_bin missing: install syslinux-common (scripts/setup.sh)"
-busybox=$(command -v busybox)
-case $(ldd "$busybox" 2>&1 || true) in *"not a dynamic"*) ;; *) die "$busybox is not static (busybox-static)" ;; esac
+need busybox cpio gzip xz modprobe depmod mkfs.vfat mcopy mke2fs debugfs sfdisk qemu-img readelf
+if [ "$arch" = x86_64 ]; then
+  need syslinux
+  mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
+  [ -f "$mbr_bin" ] || die "$mbr_bin missing: install syslinux-common (scripts/setup.sh)"
+  busybox=$(command -v busybox)
+else
+  busybox=$sysroot/bin/busybox
+fi
+readelf -h "$busybox" | grep -q "Machine:.*$elf_machine" || die "$busybox is not an $arch binary"
+readelf -d "$busybox" 2>/dev/null | grep -q NEEDED && die "$busybox is not static (busybox-static)"
 
 # --- inputs -------------------------------------------------------------------------------
-if [ -z "$meshgate" ]; then
+if [ -z "$meshgate" ] && [ "$arch" = arm64 ]; then
+  echo "build.sh: warning: no --meshgate for arm64 (this machine has no aarch64 Rust target):" \
+    "the image boots, loads WireGuard and nftables, and says meshgate is missing" >&2
+elif [ -z "$meshgate" ]; then
   target_dir=${CARGO_TARGET_DIR:-$repo/target}
   build=(cargo build --profile appliance -p meshgate --no-default-features -j2)
   echo "build.sh: building meshgate (${build[*]})" >&2
   (cd "$repo" && "${build[@]}" >&2)
   meshgate=$target_dir/appliance/meshgate
 fi
-[ -x "$meshgate" ] || die "meshgate binary $meshgate not found or not executable"
+if [ -n "$meshgate" ]; then
+  [ -x "$meshgate" ] || die "meshgate binary $meshgate not found or not executable"
+  readelf -h "$meshgate" | grep -q "Machine:.*$elf_machine" || die "$meshgate is not an $arch binary"
+fi
 
 vmlinuz=$(ls -1 "$kernel_cache"/boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1)
 [ -n "$vmlinuz" ] || die "no kernel in $kernel_cache/boot: run scripts/setup.sh as root"
@@ -117,30 +143,41 @@ while read -r module _; do
     *) cp "$path" "$root/lib/modules/$name.ko" ;;
     esac
   done <<<"$deps"
-done <"$here/modules.txt"
+done < <(cat "$here/modules.txt" "${arch_modules[@]}")
 cp "$work/modules.order" "$root/etc/modules.order"
 
 # --- userland -----------------------------------------------------------------------------
 cp "$busybox" "$root/bin/busybox"
-# Every applet as a link, in bin/ (the rest of the system calls them by name on PATH).
-for applet in $("$busybox" --list); do
+# Every applet as a link, in bin/ (the rest of the system calls them by name on PATH). The
+# names come from the host's busybox (the same Debian version): an arm64 one cannot run here.
+for applet in $(busybox --list); do
   case $applet in busybox) continue ;; esac
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
 ln -sf ../bin/busybox "$root/sbin/init"
 
-copy_with_libs() { # PROGRAM DEST: the program and the shared libraries ldd names for it
+# PROGRAM DEST: the program and, transitively, the shared libraries its ELF header names
+# (readelf, so that it works for another architecture's programs), from the sysroot.
+copy_with_libs() {
   install -m 0755 "$1" "$root$2"
-  ldd "$1" | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
-    real=$(readlink -f "$lib")
-    mkdir -p "$root$(dirname "$lib")"
-    [ -e "$root$lib" ] || install -m 0755 "$real" "$root$lib"
+  local lib path
+  for lib in $(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+    path=""
+    for dir in /lib/$multiarch /usr/lib/$multiarch /lib64 /lib; do
+      [ -e "$sysroot$dir/$lib" ] && path=$dir/$lib && break
+    done
+    [ -n "$path" ] || die "$lib (needed by $1) not found in $sysroot"
+    [ -e "$root$path" ] && continue
+    mkdir -p "$root$(dirname "$path")"
+    copy_with_libs "$(readlink -f "$sysroot$path")" "$path"
   done
 }
-copy_with_libs "$meshgate" /usr/bin/meshgate
-copy_with_libs /usr/sbin/nft /usr/sbin/nft
-[ -e "$root$ld_so" ] || die "the dynamic loader $ld_so was not copied"
-strip --strip-unneeded "$root"/usr/bin/meshgate 2>/dev/null || true
+multiarch=$([ "$arch" = x86_64 ] && echo x86_64-linux-gnu || echo aarch64-linux-gnu)
+[ -n "$meshgate" ] && copy_with_libs "$meshgate" /usr/bin/meshgate
+copy_with_libs "$sysroot/usr/sbin/nft" /usr/sbin/nft
+mkdir -p "$root$(dirname "$ld_so")"
+[ -e "$root$ld_so" ] || install -m 0755 "$(readlink -f "$sysroot$ld_so")" "$root$ld_so"
+[ -n "$meshgate" ] && { strip --strip-unneeded "$root"/usr/bin/meshgate 2>/dev/null || true; }
 
 cp -a "$here/rootfs/." "$root/"
 chmod 0755 "$root/init" "$root"/usr/sbin/meshgate-* "$root/usr/share/udhcpc/default.script"
@@ -150,7 +187,8 @@ printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 {
   echo "kernel=$kver"
-  echo "meshgate_sha256=$(sha256sum <"$meshgate" | cut -d' ' -f1)"
+  echo "arch=$arch"
+  [ -n "$meshgate" ] && echo "meshgate_sha256=$(sha256sum <"$meshgate" | cut -d' ' -f1)"
   echo "source_date_epoch=$SOURCE_DATE_EPOCH"
 } >"$root/etc/meshgate-image"
 
@@ -164,7 +202,10 @@ boot=$work/boot.img
 rm -f "$boot"
 mkfs.vfat -n MGBOOT --invariant -C "$boot" $((boot_mib * 1024)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
-cat >"$work/syslinux.cfg" <<EOF
+append="console=tty0 console=$console loglevel=4 panic=10"
+if [ "$arch" = x86_64 ]; then
+  loader_cfg=syslinux.cfg
+  cat >"$work/$loader_cfg" <<EOF
 SERIAL 0 115200
 DEFAULT meshgate
 PROMPT 0
@@ -172,8 +213,21 @@ TIMEOUT 0
 LABEL meshgate
   KERNEL /vmlinuz
   INITRD /initrd.img
-  APPEND console=tty0 console=ttyS0,115200n8 loglevel=4 panic=10
+  APPEND $append
 EOF
+else
+  # U-Boot's distro boot reads extlinux/extlinux.conf from the bootable partition; the board's
+  # device tree comes from U-Boot (or qemu's virt machine), so no FDT line.
+  loader_cfg=extlinux.conf
+  cat >"$work/$loader_cfg" <<EOF
+DEFAULT meshgate
+TIMEOUT 0
+LABEL meshgate
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND $append
+EOF
+fi
 if [ -z "$config" ]; then
   for c in "$repo/configs/appliance.conf" "$repo/configs/meshgate.conf"; do
     [ -f "$c" ] && config=$c && break
@@ -199,11 +253,17 @@ else
 EOF
 fi
 cp "$vmlinuz" "$work/vmlinuz"
-for f in syslinux.cfg meshgate.conf vmlinuz initrd.img; do
+for f in $loader_cfg meshgate.conf vmlinuz initrd.img; do
   touch -d "@$SOURCE_DATE_EPOCH" "$work/$f"
-  mcopy -m -i "$boot" "$work/$f" "::/$f"
 done
-syslinux --install "$boot"
+if [ "$arch" = x86_64 ]; then
+  for f in syslinux.cfg meshgate.conf vmlinuz initrd.img; do mcopy -m -i "$boot" "$work/$f" "::/$f"; done
+  syslinux --install "$boot"
+else
+  for f in meshgate.conf vmlinuz initrd.img; do mcopy -m -i "$boot" "$work/$f" "::/$f"; done
+  mmd -i "$boot" ::/extlinux
+  mcopy -m -i "$boot" "$work/extlinux.conf" ::/extlinux/extlinux.conf
+fi
 
 # --- p2: ext4 state partition ---------------------------------------------------------------
 state_dir=$work/state
@@ -231,7 +291,7 @@ label-id: 0x4d474154
 start=2048, size=$((boot_mib * 2048)), type=c, bootable
 start=$((2048 + boot_mib * 2048)), size=$((state_mib * 2048)), type=83
 EOF
-dd if="$mbr_bin" of="$disk" bs=440 count=1 conv=notrunc status=none
+[ "$arch" = x86_64 ] && dd if="$mbr_bin" of="$disk" bs=440 count=1 conv=notrunc status=none
 dd if="$boot" of="$disk" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$state" of="$disk" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
 

@@ -19,6 +19,8 @@ PACKAGES=(
   qemu-system-x86 busybox-static xz-utils miniupnpd
   clang llvm libbpf-dev iperf3
   syslinux syslinux-common mtools dosfstools e2fsprogs fdisk qemu-utils
+  # The arm64 appliance image (without meshgate: no aarch64 Rust target here) and its boot test.
+  qemu-system-arm u-boot-qemu binutils
 )
 
 missing=()
@@ -48,4 +50,23 @@ if [ ! -f "$KERNEL_CACHE/.unpacked" ]; then
   dpkg-deb -x "$tmp"/*.deb "$KERNEL_CACHE"
   rm -rf "$tmp"
   echo "$pkg" >"$KERNEL_CACHE/.unpacked"
+fi
+
+# The arm64 appliance image: Debian's arm64 kernel, busybox and nft (with its libraries),
+# unpacked into a sysroot cache; nothing of it is installed on the host.
+ARM64_ROOT=${MESHGATE_ARM64_ROOT:-/var/cache/meshgate/arm64}
+ARM64_PACKAGES=(busybox-static nftables libnftables1 libmnl0 libnftnl11 libjansson4 libgmp10
+  libxtables12 libedit2 libbsd0 libmd0 libtinfo6 libc6)
+if [ ! -f "$ARM64_ROOT/.unpacked" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  apt-get update -qq
+  pkg=$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  rm -rf "$ARM64_ROOT"
+  mkdir -p "$ARM64_ROOT"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "$pkg" "${ARM64_PACKAGES[@]/%/:arm64}")
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$ARM64_ROOT"; done
+  rm -rf "$tmp"
+  echo "${pkg%:arm64} ${ARM64_PACKAGES[*]}" >"$ARM64_ROOT/.unpacked"
 fi

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 
 /// Where build.sh puts p1 (MGBOOT): 1 MiB into the disk.
 const BOOT_OFFSET: u64 = 1 << 20;
-const IMAGE_NAME: &str = "meshgate-appliance-x86_64";
 /// A meshgate binary to put in the image instead of building the appliance one.
 pub const MESHGATE_ENV: &str = "MESHGATE_APPLIANCE_MESHGATE";
 
@@ -22,8 +21,8 @@ pub struct Image {
     pub raw: PathBuf,
     pub qcow2: PathBuf,
     pub initrd: PathBuf,
-    /// The meshgate binary inside it.
-    pub meshgate: PathBuf,
+    /// The meshgate binary inside it (the arm64 image has none).
+    pub meshgate: Option<PathBuf>,
     /// Building the appliance binary (near zero when it was up to date).
     pub binary_build: Duration,
     /// build.sh's run; None when the cache had the image.
@@ -31,46 +30,20 @@ pub struct Image {
 }
 
 impl Image {
-    /// Builds (or finds in the cache) the image of the current recipe and appliance binary.
+    /// Builds (or finds in the cache) the x86_64 image of the current recipe and appliance
+    /// binary.
     pub fn get() -> Result<Image> {
         let (meshgate, binary_build) = appliance_meshgate()?;
-        let recipe = recipe_dir();
-        let key = input_digest(&recipe, &meshgate)?;
-        let dir = target_dir().join("appliance-image").join(&key[..16]);
-        let raw = dir.join(format!("{IMAGE_NAME}.img"));
-        let mut image_build = None;
-        if !raw.is_file() {
-            let start = Instant::now();
-            let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            let mut cmd = Command::new("bash");
-            cmd.arg(recipe.join("build.sh"))
-                .arg("--meshgate")
-                .arg(&meshgate)
-                .arg("--out")
-                .arg(&tmp);
-            run(&mut cmd)?;
-            // Another test process may have won the race; its image is as good as ours.
-            if std::fs::rename(&tmp, &dir).is_err() && !raw.is_file() {
-                return Err(Error::io(
-                    format!("renaming {} into place", tmp.display()),
-                    std::io::Error::other("rename failed"),
-                ));
-            }
-            let _ = std::fs::remove_dir_all(&tmp);
-            image_build = Some(start.elapsed());
-            prune(&dir);
-        }
-        Ok(Image {
-            qcow2: dir.join(format!("{IMAGE_NAME}.qcow2")),
-            initrd: dir.join("initrd.img"),
-            raw,
-            meshgate,
-            binary_build,
-            image_build,
-        })
+        let mut image = build_cached("x86_64", Some(&meshgate))?;
+        image.binary_build = binary_build;
+        Ok(image)
     }
 
+    /// Builds (or finds in the cache) the arm64 image: Debian's arm64 kernel, busybox and nft,
+    /// booted by U-Boot, without meshgate (this machine cannot build an aarch64 one).
+    pub fn get_arm64() -> Result<Image> {
+        build_cached("arm64", None)
+    }
     /// `FOOTPRINT image raw X MB, qcow2 Y MB, initramfs Z MB` (MB = 2^20 bytes; the raw
     /// image's size is what a flash card needs, the qcow2 what a download weighs).
     pub fn footprint(&self) -> String {
@@ -95,6 +68,49 @@ impl Image {
         disk.set_config(config)?;
         Ok(disk)
     }
+}
+
+/// build.sh's image for `arch` (with `meshgate` inside when given), from the cache when the
+/// digest of every input matches.
+fn build_cached(arch: &str, meshgate: Option<&Path>) -> Result<Image> {
+    let recipe = recipe_dir();
+    let name = format!("meshgate-appliance-{arch}");
+    let key = input_digest(&recipe, arch, meshgate)?;
+    let dir = target_dir().join("appliance-image").join(&key[..16]);
+    let raw = dir.join(format!("{name}.img"));
+    let mut image_build = None;
+    if !raw.is_file() {
+        let start = Instant::now();
+        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut cmd = Command::new("bash");
+        cmd.arg(recipe.join("build.sh"))
+            .args(["--arch", arch])
+            .arg("--out")
+            .arg(&tmp);
+        if let Some(meshgate) = meshgate {
+            cmd.arg("--meshgate").arg(meshgate);
+        }
+        run(&mut cmd)?;
+        // Another test process may have won the race; its image is as good as ours.
+        if std::fs::rename(&tmp, &dir).is_err() && !raw.is_file() {
+            return Err(Error::io(
+                format!("renaming {} into place", tmp.display()),
+                std::io::Error::other("rename failed"),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        image_build = Some(start.elapsed());
+        prune(&dir);
+    }
+    Ok(Image {
+        qcow2: dir.join(format!("{name}.qcow2")),
+        initrd: dir.join("initrd.img"),
+        raw,
+        meshgate: meshgate.map(Path::to_owned),
+        binary_build: Duration::ZERO,
+        image_build,
+    })
 }
 
 /// A test's copy of the image.
@@ -208,25 +224,31 @@ pub fn appliance_meshgate() -> Result<(PathBuf, Duration)> {
 }
 
 /// A digest of everything the image is made of: the binary, the recipe, the kernel, busybox
-/// and nft. Any change makes a new cache entry.
-fn input_digest(recipe: &Path, meshgate: &Path) -> Result<String> {
-    let mut files: Vec<PathBuf> = vec![
-        meshgate.to_owned(),
-        recipe.join("build.sh"),
-        recipe.join("modules.txt"),
-        PathBuf::from("/usr/bin/busybox"),
-        PathBuf::from("/usr/sbin/nft"),
-    ];
+/// and nft (the host's, or the arm64 sysroot's). Any change makes a new cache entry.
+fn input_digest(recipe: &Path, arch: &str, meshgate: Option<&Path>) -> Result<String> {
+    let mut files: Vec<PathBuf> = vec![recipe.join("build.sh"), recipe.join("modules.txt")];
+    files.extend(meshgate.map(Path::to_owned));
+    let kernel_cache = if arch == "arm64" {
+        let sysroot = std::env::var_os("MESHGATE_ARM64_ROOT")
+            .map_or_else(|| PathBuf::from("/var/cache/meshgate/arm64"), PathBuf::from);
+        files.push(recipe.join("modules.arm64.txt"));
+        files.push(sysroot.join("bin/busybox"));
+        files.push(sysroot.join("usr/sbin/nft"));
+        sysroot
+    } else {
+        files.push(PathBuf::from("/usr/bin/busybox"));
+        files.push(PathBuf::from("/usr/sbin/nft"));
+        std::env::var_os("MESHGATE_KERNEL_CACHE").map_or_else(
+            || PathBuf::from("/var/cache/meshgate/kernel"),
+            PathBuf::from,
+        )
+    };
     collect_files(&recipe.join("rootfs"), &mut files)?;
     // build.sh's default meshgate.conf (tests replace it, but the image holds it).
     let default_config = recipe.join("../configs/appliance.conf");
     if default_config.is_file() {
         files.push(default_config);
     }
-    let kernel_cache = std::env::var_os("MESHGATE_KERNEL_CACHE").map_or_else(
-        || PathBuf::from("/var/cache/meshgate/kernel"),
-        PathBuf::from,
-    );
     collect_files(&kernel_cache.join("boot"), &mut files)?;
     files.sort();
     let mut cmd = Command::new("sha256sum");

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 const CONSOLE_LIMIT: usize = 8 << 20;
 /// `1`: mirror the console to stderr as it arrives (past libtest's capture).
 pub const ECHO_ENV: &str = "MESHGATE_APPLIANCE_ECHO";
+
+/// Debian's U-Boot for qemu's arm64 `virt` machine (package u-boot-qemu).
+const UBOOT_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 
 /// A running appliance VM; dropping it kills qemu.
 #[derive(Debug)]
@@ -40,11 +43,43 @@ impl Appliance {
     /// `dir`/qemu.log.
     pub fn boot(host: &Host, disk: &Path, taps: &[&str], dir: &Path) -> Result<Appliance> {
         let mut cmd = host.command("qemu-system-x86_64");
-        cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
-            .args(["-m", "512M", "-serial", "stdio", "-monitor", "none"])
-            .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", disk.display()));
+        cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+        Appliance::start(host, cmd, disk, taps, dir)
+    }
+
+    /// Boots the arm64 image as a board would: U-Boot (Debian's build for qemu's `virt`
+    /// machine) finds extlinux/extlinux.conf on the disk's bootable partition.
+    pub fn boot_arm64(host: &Host, disk: &Path, taps: &[&str], dir: &Path) -> Result<Appliance> {
+        if !Path::new(UBOOT_ARM64).is_file() {
+            return Err(Error::io(
+                format!("{UBOOT_ARM64} (install u-boot-qemu: scripts/setup.sh)"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let mut cmd = host.command("qemu-system-aarch64");
+        cmd.args(["-machine", "virt", "-accel", "tcg,thread=multi"])
+            .args(["-cpu", "cortex-a57", "-bios", UBOOT_ARM64]);
+        Appliance::start(host, cmd, disk, taps, dir)
+    }
+
+    fn start(
+        host: &Host,
+        mut cmd: Command,
+        disk: &Path,
+        taps: &[&str],
+        dir: &Path,
+    ) -> Result<Appliance> {
+        cmd.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-smp",
+            "2",
+        ])
+        .args(["-m", "512M", "-serial", "stdio", "-monitor", "none"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()));
         for (i, tap) in taps.iter().enumerate() {
             cmd.arg("-netdev")
                 .arg(format!("tap,id=n{i},ifname={tap},script=no,downscript=no"))

@@ -35,12 +35,20 @@ const TAILSCALED_RSS_MB: f64 = 32.0;
 fn footprint_at_100_peers() {
     let image = Image::get().unwrap_or_else(|e| panic!("building the image: {e}"));
     println!("{}", image.footprint());
-    let binary = std::fs::metadata(&image.meshgate)
-        .expect("the appliance binary")
-        .len();
+    let binary = std::fs::metadata(
+        image
+            .meshgate
+            .as_ref()
+            .expect("the x86_64 image has meshgate"),
+    )
+    .expect("the appliance binary")
+    .len();
 
     let mut lab = TailnetLab::new("fp", BackendChoice::Userspace, 1);
-    lab.daemon_binary = image.meshgate.clone();
+    lab.daemon_binary = image
+        .meshgate
+        .clone()
+        .expect("the x86_64 image has meshgate");
     register_peers(&lab.db, &lab.secret);
     lab.serve(&[]);
     let daemon = lab.start_daemon(0, 0, true, &[]);
@@ -79,7 +87,7 @@ fn footprint_at_100_peers() {
     println!(
         "footprint: daemon pid {pid} ({}) with {PEERS} peers: VmRSS {:.1} MB on joining, at \
          most {:.1} MB over the next 3 s; VmHWM (peak) {:.1} MB",
-        image.meshgate.display(),
+        lab.daemon_binary.display(),
         at_join as f64 / MB,
         rss as f64 / MB,
         peak as f64 / MB

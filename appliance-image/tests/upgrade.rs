@@ -23,7 +23,7 @@ fn upgrade_under_traffic_loses_nothing_and_a_broken_binary_is_rolled_back() {
     // The new binaries come over the uplink, from a web server on the coordinator's host.
     let www = lab.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::copy(&image.meshgate, www.join("meshgate")).unwrap();
+    std::fs::copy(image.meshgate.as_ref().unwrap(), www.join("meshgate")).unwrap();
     std::fs::write(
         www.join("broken"),
         "#!/bin/sh\n# answers --version, then fails as a daemon: an upgrade that must roll back\n\
