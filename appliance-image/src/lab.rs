@@ -27,6 +27,7 @@ pub const HOSTNAME: &str = "office";
 #[derive(Debug)]
 pub struct ApplianceLab {
     peer: Option<Proc>,
+    dhcp: Option<Proc>,
     /// Coordinator and peer `n0` (wireguard-go: this host's kernel has no WireGuard).
     pub net: TailnetLab,
     /// Where qemu runs, with the taps bridged to the uplink switch and the LAN.
@@ -99,6 +100,7 @@ impl ApplianceLab {
         net.serve(&[]);
         Ok(ApplianceLab {
             peer: None,
+            dhcp: None,
             net,
             appl,
             lan_host,
@@ -123,6 +125,43 @@ impl ApplianceLab {
             key = self.net.secret,
             uplink = self.uplink,
         )
+    }
+
+    /// Runs a DHCP server (busybox udhcpd) for the uplink on the coordinator's host: its one
+    /// lease is the appliance's uplink address, with the coordinator as router and DNS server
+    /// (returned), as an office router would hand out.
+    pub fn serve_dhcp(&mut self) -> Result<IpAddr> {
+        let coordinator = &self.net.coordinator;
+        let iface = coordinator
+            .iface_on(&self.net.switch)
+            .ok_or_else(|| Error::VmGone("coordinator not on the switch".into()))?;
+        let router = coordinator
+            .addr_on(&self.net.switch)
+            .ok_or_else(|| Error::VmGone("no coordinator address".into()))?;
+        let dir = self.dir();
+        let conf = dir.join("udhcpd.conf");
+        let settings = format!(
+            "interface {iface}\nstart {lease}\nend {lease}\nmax_leases 1\n\
+             lease_file {leases}\npidfile {pid}\noption subnet 255.255.255.0\n\
+             option router {router}\noption dns {router}\noption lease 600\n",
+            iface = iface.name,
+            lease = self.uplink,
+            leases = dir.join("udhcpd.leases").display(),
+            pid = dir.join("udhcpd.pid").display(),
+        );
+        std::fs::write(&conf, settings).map_err(|e| Error::io("writing udhcpd.conf", e))?;
+        std::fs::write(dir.join("udhcpd.leases"), "")
+            .map_err(|e| Error::io("creating the lease file", e))?;
+        let mut cmd = coordinator.command("busybox");
+        cmd.args(["udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("udhcpd.log"))
+                    .map_err(|e| Error::io("creating udhcpd.log", e))?,
+            );
+        self.dhcp = Some(coordinator.spawn(cmd)?);
+        Ok(router)
     }
 
     /// A per-test scratch directory (removed with the lab).

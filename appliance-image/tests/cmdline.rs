@@ -1,6 +1,7 @@
 //! A box configured from the boot loader alone: no meshgate.conf on the config partition, every
-//! key as a `meshgate.<key>=<value>` word on the kernel command line (syslinux.cfg). It joins
-//! and routes its LAN just the same.
+//! key as a `meshgate.<key>=<value>` word on the kernel command line (syslinux.cfg), and its
+//! uplink from the office's DHCP server (the default: `uplink_address = dhcp`). It takes the
+//! lease (address, default route, DNS server), joins and routes its LAN just the same.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,12 @@ const SHORT: Duration = Duration::from_secs(30);
 fn the_kernel_command_line_alone_configures_the_box() {
     let image = Image::get().unwrap_or_else(|e| panic!("building the image: {e}"));
     let mut lab = ApplianceLab::new("appl-cmdline").unwrap();
-    let config = lab.config();
+    let router = lab.serve_dhcp().unwrap();
+    let config = lab.config().replace(
+        &format!("uplink_address = {}/24", lab.uplink),
+        "uplink_address = dhcp",
+    );
+    assert!(config.contains("uplink_address = dhcp"), "{config}");
     let disk = image.disk(&lab.dir(), "").unwrap();
     disk.remove_config().unwrap();
     let words: Vec<String> = config
@@ -37,6 +43,15 @@ fn the_kernel_command_line_alone_configures_the_box() {
     );
     let env = vm.sh_ok("cat /run/meshgate.env", SHORT).unwrap();
     assert!(env.contains("MG_HOSTNAME='office'"), "{env}");
+    let lease = wait_lease(&mut vm, &lab.uplink.to_string());
+    assert!(
+        lease.contains(&format!("default via {router} dev eth0")),
+        "no default route from the lease:\n{lease}"
+    );
+    assert!(
+        lease.contains(&format!("nameserver {router}")),
+        "no DNS server from the lease:\n{lease}"
+    );
     let deadline = Instant::now() + Duration::from_secs(180);
     while vm
         .sh(
@@ -54,4 +69,21 @@ fn the_kernel_command_line_alone_configures_the_box() {
     lab.wait_lan_reachable(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\nappliance console:\n{}", vm.tail(80)));
     vm.poweroff(Duration::from_secs(60)).unwrap();
+}
+
+/// Waits for eth0 to hold the leased address; returns the routes and resolv.conf then.
+fn wait_lease(vm: &mut Appliance, address: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let addrs = vm.sh_ok("ip -4 addr show dev eth0", SHORT).unwrap();
+        if addrs.contains(&format!("inet {address}/24")) {
+            return vm.sh_ok("ip route; cat /run/resolv.conf", SHORT).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "eth0 never got its DHCP lease {address}:\n{addrs}\n{}",
+            vm.tail(40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
