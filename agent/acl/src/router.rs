@@ -118,7 +118,8 @@ pub(crate) fn add(batch: &mut Batch<'static>, wg_interface: &str, router: &Route
     }
 }
 
-/// `ct state new` + marked on output: `ct mark set meta mark & MASK`; replies
+/// Marked on output and not saved yet: `ct mark set meta mark & MASK` (any state: a flow the
+/// peer started, like WireGuard's, is saved by our first marked packet of it); replies
 /// (`ct state established,related`, ct mark set) on prerouting: `meta mark set ct mark & MASK`.
 fn add_mark_restore(batch: &mut Batch<'static>) {
     for (name, hook) in [
@@ -175,8 +176,12 @@ fn add_mark_restore(batch: &mut Batch<'static>) {
     batch.add(rule(
         MARK_SAVE_CHAIN,
         vec![
-            ct_state(&["new"]),
             nonzero(masked(meta(MetaKey::Mark))),
+            Statement::Match(Match {
+                left: masked(ct_mark()),
+                right: Expression::Number(0),
+                op: Operator::EQ,
+            }),
             Statement::Mangle(Mangle {
                 key: ct_mark(),
                 value: masked(meta(MetaKey::Mark)),

@@ -305,7 +305,7 @@ fn router_rules_apply_with_and_without_the_policy() {
             "iifname \"wg0\" meta mark set meta mark & 0xff04ffff | 0x00040000",
             "meta mark & 0x00ff0000 == 0x00040000 oifname != \"wg0\" masquerade",
             "type filter hook output priority mangle; policy accept;",
-            "ct state new meta mark & 0x00ff0000 != 0x00000000 ct mark set meta mark & 0x00ff0000",
+            "meta mark & 0x00ff0000 != 0x00000000 ct mark & 0x00ff0000 == 0x00000000 ct mark set meta mark & 0x00ff0000",
             "type filter hook prerouting priority mangle; policy accept;",
             "ct state { established, related } ct mark & 0x00ff0000 != 0x00000000 meta mark set ct mark & 0x00ff0000",
         ] {

@@ -61,6 +61,9 @@ pub struct DiscoPeer {
     candidates: BTreeMap<SocketAddr, Candidate>,
     pings: BTreeMap<[u8; 12], InFlight>,
     best: Option<Best>,
+    /// The address of the last pong that made or kept a best address; kept after the best is
+    /// given up, while it is still a candidate.
+    last_answered: Option<SocketAddr>,
     last_full_ping: Option<Instant>,
     active_until: Option<Instant>,
     next_heartbeat: Option<Instant>,
@@ -92,6 +95,12 @@ impl DiscoPeer {
         {
             self.best = None;
         }
+        if self
+            .last_answered
+            .is_some_and(|addr| !self.candidates.contains_key(&addr))
+        {
+            self.last_answered = None;
+        }
     }
 
     /// The direct address to use, if one is trusted at `now`; an untrusted best address is
@@ -100,6 +109,15 @@ impl DiscoPeer {
     pub fn direct(&self, now: Instant) -> Option<SocketAddr> {
         let best = self.best?;
         (now < best.trusted_until || !self.is_active(now)).then_some(best.probed.addr)
+    }
+
+    /// The best address, or the last one that was: with no relay to fall back on, the
+    /// address that answered last is a better bet than any other candidate (Tailscale, too,
+    /// keeps sending to an expired best address).
+    pub fn last_best(&self) -> Option<SocketAddr> {
+        self.best
+            .map(|best| best.probed.addr)
+            .or(self.last_answered)
     }
 
     pub fn is_active(&self, now: Instant) -> bool {
@@ -233,6 +251,7 @@ impl DiscoPeer {
                 })
             }
         }
+        self.last_answered = self.best.map(|best| best.probed.addr);
         true
     }
 

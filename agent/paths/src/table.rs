@@ -543,12 +543,13 @@ fn path_of(peer: &Peer, our_home: Option<u16>, now: Instant) -> Path {
         if let Some(region) = peer.relayed_in.or(peer.paths.home_region).or(our_home) {
             return Path::Relay { region };
         }
-        // No relay to fall back on: the first endpoint may still work.
-        return peer
-            .paths
-            .endpoints
-            .first()
-            .map_or(Path::Unreachable, |e| Path::Direct(*e));
+        // No relay to fall back on: the address that answered last, else the first endpoint,
+        // may still work. (The first endpoint can be one only reachable through the tunnel
+        // itself, such as an exit node's uplink address.)
+        return disco
+            .last_best()
+            .or_else(|| peer.paths.endpoints.first().copied())
+            .map_or(Path::Unreachable, Path::Direct);
     }
     match peer.state {
         State::Trying { index, .. } | State::Direct { index } => peer
@@ -944,6 +945,65 @@ mod tests {
             pump(&mut a, &mut b, false, now);
         }
         assert_eq!(a.table.path(&B, now), Some(Path::Relay { region: 900 }));
+    }
+
+    #[test]
+    fn without_a_relay_a_lapsed_direct_path_stays_on_the_address_that_answered() {
+        // The first endpoint B offers is unreachable (only reachable through the tunnel);
+        // there is no DERP region at all.
+        let unreachable = "198.18.7.1:41641";
+        let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
+        let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
+        a.table.set_peers([(
+            B,
+            PeerPaths {
+                endpoints: vec![addr(unreachable), b.addr],
+                home_region: None,
+                disco: true,
+            },
+        )]);
+        b.table.set_peers([(
+            A,
+            PeerPaths {
+                endpoints: vec![a.addr],
+                home_region: None,
+                disco: true,
+            },
+        )]);
+        let t0 = Instant::now();
+        a.table.handle_timeout(t0);
+        b.table.handle_timeout(t0);
+        pump(&mut a, &mut b, true, t0);
+        assert_eq!(a.table.path(&B, t0), Some(Path::Direct(b.addr)));
+
+        // Busy, and B stops answering for a while: trust lapses, yet the path stays on the
+        // address that answered instead of jumping to the unreachable first endpoint.
+        let busy = |tx| WgObservation {
+            last_handshake: None,
+            tx_bytes: tx,
+            rx_bytes: tx,
+        };
+        let mut now = t0;
+        let mut tx = 1000;
+        while now < t0 + Duration::from_secs(20) {
+            now += Duration::from_millis(500);
+            tx += 100;
+            a.table.observe(&B, busy(tx), now);
+            a.table.handle_timeout(now);
+            b.table.handle_timeout(now);
+            pump(&mut a, &mut b, false, now);
+            assert_eq!(
+                a.table.path(&B, now),
+                Some(Path::Direct(b.addr)),
+                "at {now:?}"
+            );
+        }
+        // B answers again: still (and again trusted) there.
+        now += Duration::from_millis(500);
+        a.table.handle_timeout(now);
+        b.table.handle_timeout(now);
+        pump(&mut a, &mut b, true, now);
+        assert_eq!(a.table.path(&B, now), Some(Path::Direct(b.addr)));
     }
 
     #[test]

@@ -151,12 +151,7 @@ pub fn exit_node(backend: BackendChoice) {
         || round_trip(&net.agents[1], to_web),
     );
 
-    // Kernel WireGuard (VM lab) only: on wireguard-go one CI run saw the laptop's path to the
-    // exit node settle on the exit node's uplink address, unreachable outside the tunnel, and
-    // stay there (no pong from the switch address for 30 s); not understood yet (issue 8 note).
-    if backend == BackendChoice::Kernel {
-        strict_rp_filter(&net, to_web);
-    }
+    strict_rp_filter(&net, to_web);
 
     let (ok, said) = net.meshgate(1, &["up", "--exit-node", ""]);
     assert!(ok, "up --exit-node '': {said}");
