@@ -202,32 +202,23 @@ boot=$work/boot.img
 rm -f "$boot"
 mkfs.vfat -n MGBOOT --invariant -C "$boot" $((boot_mib * 1024)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
-append="console=tty0 console=$console loglevel=4 panic=10"
+# syslinux (x86_64) and U-Boot's distro boot (arm64, extlinux/extlinux.conf on the bootable
+# partition; the device tree comes from U-Boot or qemu's virt machine) read the same format.
 if [ "$arch" = x86_64 ]; then
   loader_cfg=syslinux.cfg
-  cat >"$work/$loader_cfg" <<EOF
-SERIAL 0 115200
-DEFAULT meshgate
-PROMPT 0
-TIMEOUT 0
-LABEL meshgate
-  KERNEL /vmlinuz
-  INITRD /initrd.img
-  APPEND $append
-EOF
+  printf 'SERIAL 0 115200\nPROMPT 0\n' >"$work/$loader_cfg"
 else
-  # U-Boot's distro boot reads extlinux/extlinux.conf from the bootable partition; the board's
-  # device tree comes from U-Boot (or qemu's virt machine), so no FDT line.
   loader_cfg=extlinux.conf
-  cat >"$work/$loader_cfg" <<EOF
+  : >"$work/$loader_cfg"
+fi
+cat >>"$work/$loader_cfg" <<EOF
 DEFAULT meshgate
 TIMEOUT 0
 LABEL meshgate
   KERNEL /vmlinuz
   INITRD /initrd.img
-  APPEND $append
+  APPEND console=tty0 console=$console loglevel=4 panic=10
 EOF
-fi
 if [ -z "$config" ]; then
   for c in "$repo/configs/appliance.conf" "$repo/configs/meshgate.conf"; do
     [ -f "$c" ] && config=$c && break

@@ -896,6 +896,15 @@ mod tests {
 
     const B: Key = [2; 32];
 
+    /// Traffic both ways: the session is active.
+    fn busy(tx: u64) -> WgObservation {
+        WgObservation {
+            last_handshake: None,
+            tx_bytes: tx,
+            rx_bytes: tx,
+        }
+    }
+
     #[test]
     fn disco_peers_start_relayed_and_go_direct_on_a_pong() {
         let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
@@ -926,11 +935,6 @@ mod tests {
 
         // UDP works: direct. Traffic flows (heartbeats), then UDP dies.
         let t1 = t0 + Duration::from_secs(10);
-        let busy = |tx| WgObservation {
-            last_handshake: None,
-            tx_bytes: tx,
-            rx_bytes: tx,
-        };
         a.table.observe(&B, busy(1000), t1);
         pump(&mut a, &mut b, true, t1);
         assert_eq!(a.table.path(&B, t1), Some(Path::Direct(b.addr)));
@@ -978,11 +982,6 @@ mod tests {
 
         // Busy, and B stops answering for a while: trust lapses, yet the path stays on the
         // address that answered instead of jumping to the unreachable first endpoint.
-        let busy = |tx| WgObservation {
-            last_handshake: None,
-            tx_bytes: tx,
-            rx_bytes: tx,
-        };
         let mut now = t0;
         let mut tx = 1000;
         while now < t0 + Duration::from_secs(20) {
