@@ -1,6 +1,7 @@
 //! The flags of `meshgate bench`, their parsers, and the settings they resolve to. Every check
 //! is here, so a refused setting never starts a lab.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -73,6 +74,32 @@ pub struct BenchArgs {
     /// With --suite: run them one after another (cargo, from the workspace root).
     #[arg(long, requires = "suite")]
     pub suite_run: bool,
+    /// Measure a router on real hardware instead of the namespace lab: this machine sends out
+    /// of IFACE, through the device under test, to --dst, and counts what arrives at
+    /// --rx-iface. Needs --rx-iface and --dst; only what the device runs is measured.
+    #[arg(long, value_name = "IFACE", requires_all = ["rx_iface", "dst"])]
+    pub tx_iface: Option<String>,
+    /// With --tx-iface: the interface the device under test forwards to.
+    #[arg(long, value_name = "IFACE", requires = "tx_iface")]
+    pub rx_iface: Option<String>,
+    /// With --tx-iface: where the traffic goes (IPv4, not an address of this machine); the
+    /// device under test must send it out towards --rx-iface (a route, or a static neighbour
+    /// entry for this address with --rx-iface's MAC).
+    #[arg(long, value_name = "IPV4", requires = "tx_iface")]
+    pub dst: Option<Ipv4Addr>,
+    /// With --tx-iface: what the device under test runs, for the report (e.g. "board X,
+    /// meshgate with 1000 rules").
+    #[arg(long, value_name = "TEXT", requires = "tx_iface")]
+    pub label: Option<String>,
+}
+
+/// `--tx-iface` mode: the interfaces around a router under test.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interfaces {
+    pub tx_iface: String,
+    pub rx_iface: String,
+    pub dst: Ipv4Addr,
+    pub label: Option<String>,
 }
 
 /// What a run uses, every default resolved.
@@ -90,6 +117,8 @@ pub struct Settings {
     /// The CPU the generator is pinned to, if any.
     pub pin_cpu: Option<usize>,
     pub wireguard: bool,
+    /// `--tx-iface` mode: the device under test between two of this machine's interfaces.
+    pub interfaces: Option<Interfaces>,
     /// How sizes are meant, for readers of the JSON.
     pub size_meaning: &'static str,
 }
@@ -167,6 +196,7 @@ impl BenchArgs {
                     .unwrap_or_else(|| crate::sysinfo::cpus().saturating_sub(1)),
             )
         };
+        let interfaces = self.interfaces()?;
         Ok(Settings {
             short,
             runs,
@@ -177,10 +207,54 @@ impl BenchArgs {
             link_speed_bps: self.link_speed,
             flows: self.flows,
             pin_cpu,
-            wireguard: !self.no_wireguard,
+            wireguard: !self.no_wireguard && interfaces.is_none(),
+            interfaces,
             size_meaning: "Ethernet frame bytes incl. 14 B header and 4 B FCS; \
                            UDP payload = size - 46; line rate counts size + 20 B preamble/IFG",
         })
+    }
+}
+
+impl BenchArgs {
+    /// The `--tx-iface` settings, refusing lab-only flags and incomplete or contradictory ones.
+    fn interfaces(&self) -> Result<Option<Interfaces>, Error> {
+        let Some(tx_iface) = self.tx_iface.clone() else {
+            return Ok(None);
+        };
+        let (Some(rx_iface), Some(dst)) = (self.rx_iface.clone(), self.dst) else {
+            return Err(Error::Invalid(
+                "--tx-iface needs --rx-iface and --dst".into(),
+            ));
+        };
+        if tx_iface == rx_iface {
+            return Err(Error::Invalid(format!(
+                "--tx-iface and --rx-iface are both {tx_iface}: the device under test sits \
+                 between two interfaces"
+            )));
+        }
+        for (flag, given) in [
+            ("--rules", self.rules.is_some()),
+            ("--no-wireguard", self.no_wireguard),
+            ("--svg", self.svg.is_some()),
+        ] {
+            if given {
+                return Err(Error::Invalid(format!(
+                    "{flag} is for the namespace lab; with --tx-iface only what the device \
+                     under test runs is measured"
+                )));
+            }
+        }
+        if dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback() {
+            return Err(Error::Invalid(format!(
+                "--dst {dst}: needs a unicast address beyond the device under test"
+            )));
+        }
+        Ok(Some(Interfaces {
+            tx_iface,
+            rx_iface,
+            dst,
+            label: self.label.clone(),
+        }))
     }
 }
 

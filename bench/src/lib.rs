@@ -5,7 +5,9 @@
 pub mod acl_rules;
 mod args;
 pub mod blaster;
+mod device_report;
 mod error;
+mod iface;
 mod lab;
 mod measure;
 pub mod netdev;
@@ -21,10 +23,12 @@ mod variant;
 mod wireguard;
 
 pub use args::{
-    BenchArgs, FRAME_OVERHEAD, MAX_FRAME, MAX_RULE_COUNT, MIN_FRAME, MIN_RUNS, Settings,
-    line_rate_pps, udp_payload,
+    BenchArgs, FRAME_OVERHEAD, Interfaces, MAX_FRAME, MAX_RULE_COUNT, MIN_FRAME, MIN_RUNS,
+    Settings, line_rate_pps, udp_payload,
 };
+pub use device_report::{DeviceReport, DeviceRow};
 pub use error::Error;
+pub use iface::bench_device;
 pub use report::{LabInfo, Report, Row, WireguardInfo};
 pub use runner::{bench, run};
 pub use stop::Stop;
@@ -36,6 +40,11 @@ pub use wireguard::Backend;
 /// The plot of a report, as an SVG document.
 pub fn svg(report: &Report) -> String {
     svg::render(report)
+}
+
+/// The terminal table of a `--tx-iface` report.
+pub fn device_table(report: &DeviceReport) -> String {
+    device_report::render(report)
 }
 
 /// The terminal table of a report.

@@ -15,6 +15,8 @@ use crate::wireguard::Backend;
 pub struct Report {
     pub tool: &'static str,
     pub version: &'static str,
+    /// `lab`: the namespace lab (`interfaces` is a [`crate::DeviceReport`]).
+    pub mode: &'static str,
     /// UTC, when the run started.
     pub date: String,
     pub machine: Machine,
@@ -149,11 +151,11 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn min(v: &[f64]) -> f64 {
+pub(crate) fn min(v: &[f64]) -> f64 {
     v.iter().copied().reduce(f64::min).unwrap_or(0.0)
 }
 
-fn max(v: &[f64]) -> f64 {
+pub(crate) fn max(v: &[f64]) -> f64 {
     v.iter().copied().reduce(f64::max).unwrap_or(0.0)
 }
 

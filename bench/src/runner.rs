@@ -45,21 +45,30 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         ));
     }
     let stop = Stop::on_signals()?;
-    let report = bench(&settings, &stop)?;
-    let table = crate::table::render(&report);
-    if args.json {
-        eprint!("{table}");
-        let json = serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Setup(format!("JSON: {e}")))?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{json}").map_err(|e| Error::io("writing stdout", e))?;
-    } else {
-        print!("{table}");
+    if let Some(interfaces) = &settings.interfaces {
+        let report = crate::iface::bench_device(&settings, interfaces, &stop)?;
+        return print_report(args.json, &crate::device_report::render(&report), &report);
     }
+    let report = bench(&settings, &stop)?;
+    print_report(args.json, &crate::table::render(&report), &report)?;
     if let Some(path) = &args.svg {
         std::fs::write(path, crate::svg::render(&report))
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The table on stdout, or with `json` the JSON document on stdout and the table on stderr.
+fn print_report(json: bool, table: &str, report: &impl serde::Serialize) -> Result<(), Error> {
+    if json {
+        eprint!("{table}");
+        let json =
+            serde_json::to_string_pretty(report).map_err(|e| Error::Setup(format!("JSON: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{json}").map_err(|e| Error::io("writing stdout", e))?;
+    } else {
+        print!("{table}");
     }
     Ok(())
 }
@@ -209,6 +218,7 @@ fn bench_inner(
     drop(topo);
     Ok(Report {
         tool: "meshgate bench",
+        mode: "lab",
         version: env!("CARGO_PKG_VERSION"),
         date,
         machine,

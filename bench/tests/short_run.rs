@@ -31,6 +31,7 @@ fn short_run_reports_every_field_and_plain_delivers() {
     let json: Value =
         serde_json::from_str(&serde_json::to_string_pretty(&report).unwrap()).unwrap();
 
+    assert_eq!(field(&json, "mode"), "lab");
     for key in [
         "tool",
         "version",
