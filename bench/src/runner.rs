@@ -89,7 +89,7 @@ fn sizes_for(v: Variant, s: &Settings) -> Vec<usize> {
     s.sizes
         .iter()
         .copied()
-        .filter(|&f| v != Variant::Wireguard || f - L2_BYTES <= wireguard::MTU)
+        .filter(|&f| !v.tunnelled() || f - L2_BYTES <= wireguard::MTU)
         .collect()
 }
 

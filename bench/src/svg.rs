@@ -16,7 +16,12 @@ const BOTTOM: f64 = 50.0;
 const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 ];
-const METHODS: [(&str, &str); 3] = [("acl-bpf", ""), ("nft-sets", "8 4"), ("nft-linear", "2 3")];
+const METHODS: [(&str, &str); 4] = [
+    ("acl-bpf", ""),
+    ("nft-sets", "8 4"),
+    ("nft-linear", "2 3"),
+    ("wireguard+acl-bpf", "6 2 1 2"),
+];
 
 /// The SVG document.
 pub fn render(r: &Report) -> String {

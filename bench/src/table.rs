@@ -32,7 +32,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<16} {:>5} {:>12} {:>21} {:>9} {:>7} {:>15} {:>10} {:>8}",
+        "{:<23} {:>5} {:>12} {:>21} {:>9} {:>7} {:>15} {:>10} {:>8}",
         "variant",
         "size",
         "pps",
@@ -50,7 +50,7 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "{name:<16} {:>5} {:>12} {:>21} {:>9.1} {:>6.3}x {:>15} {:>10} {:>7.2}%",
+            "{name:<23} {:>5} {:>12} {:>21} {:>9.1} {:>6.3}x {:>15} {:>10} {:>7.2}%",
             row.size,
             pps(row.median_pps),
             format!("[{}-{}]", pps(row.min_pps), pps(row.max_pps)),

@@ -21,6 +21,9 @@ pub enum Variant {
     Wireguard,
     /// Our tc BPF program on rtr's ingress with an N-rule policy.
     AclBpf(usize),
+    /// WireGuard with our BPF program on rtr's tunnel interface (as meshgate enforces the
+    /// tailnet's policy on what comes out of WireGuard) with an N-rule policy.
+    WireguardAclBpf(usize),
     /// `meshgate_acl::nft` (nftables with sets) with an N-rule policy.
     NftSets(usize),
     /// One nftables rule per policy line, the match last.
@@ -33,6 +36,7 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::Wireguard => "wireguard",
             Variant::AclBpf(_) => "acl-bpf",
+            Variant::WireguardAclBpf(_) => "wireguard+acl-bpf",
             Variant::NftSets(_) => "nft-sets",
             Variant::NftLinear(_) => "nft-linear",
         }
@@ -41,7 +45,10 @@ impl Variant {
     pub fn rules(self) -> Option<usize> {
         match self {
             Variant::Plain | Variant::Wireguard => None,
-            Variant::AclBpf(n) | Variant::NftSets(n) | Variant::NftLinear(n) => Some(n),
+            Variant::AclBpf(n)
+            | Variant::WireguardAclBpf(n)
+            | Variant::NftSets(n)
+            | Variant::NftLinear(n) => Some(n),
         }
     }
 
@@ -55,6 +62,11 @@ impl Variant {
     /// Whether this variant filters (and so must be shown to drop the denied port).
     pub fn filters(self) -> bool {
         self.rules().is_some()
+    }
+
+    /// Whether its traffic goes through the tunnel (so sizes above the tunnel MTU are skipped).
+    pub fn tunnelled(self) -> bool {
+        matches!(self, Variant::Wireguard | Variant::WireguardAclBpf(_))
     }
 }
 
@@ -71,6 +83,9 @@ pub fn all(rule_counts: &[usize], wireguard: bool) -> Vec<Variant> {
             Variant::NftLinear(n),
         ]);
     }
+    if wireguard {
+        v.extend(rule_counts.iter().map(|&n| Variant::WireguardAclBpf(n)));
+    }
     v
 }
 
@@ -81,6 +96,8 @@ pub struct RuleSet {
     pub policy: Policy,
     pub nft_sets: String,
     pub nft_linear: String,
+    /// The same rules for traffic through the tunnel, whose source is snd's tunnel address.
+    pub tunnel_policy: Policy,
 }
 
 impl RuleSet {
@@ -94,8 +111,15 @@ impl RuleSet {
         };
         let rules = acl_rules::rules(n, flow);
         let policy = Policy::from_filter_rules(&rules).map_err(|e| Error::Policy(e.to_string()))?;
+        let tunnel_flow = TestFlow {
+            src: crate::wireguard::SND_TUNNEL,
+            ..flow
+        };
+        let tunnel_policy = Policy::from_filter_rules(&acl_rules::rules(n, tunnel_flow))
+            .map_err(|e| Error::Policy(e.to_string()))?;
         Ok(RuleSet {
             n,
+            tunnel_policy,
             nft_sets: meshgate_acl::nft::compile(&policy, rtr_in)
                 .map_err(|e| Error::Policy(e.to_string()))?,
             nft_linear: acl_rules::nft_linear(&rules, rtr_in).map_err(Error::Policy)?,
@@ -110,6 +134,7 @@ pub enum Installed {
     Nothing,
     Tunnel,
     Bpf(Box<Enforcer>),
+    TunnelBpf(Box<Enforcer>),
     NftSets,
     NftLinear,
 }
@@ -124,23 +149,20 @@ pub fn install(topo: &Topo, v: Variant, sets: &[RuleSet]) -> Result<Installed, E
     Ok(match v {
         Variant::Plain => Installed::Nothing,
         Variant::Wireguard => {
-            let t = topo
-                .tunnel
-                .as_ref()
-                .ok_or_else(|| Error::Setup("no WireGuard tunnel built".into()))?;
-            t.route_through(topo)?;
+            tunnel(topo)?.route_through(topo)?;
             Installed::Tunnel
         }
-        Variant::AclBpf(n) => {
-            let policy = &set(n)?.policy;
-            let e = topo
-                .rtr
-                .run(|| -> Result<Enforcer, meshgate_ebpf::Error> {
-                    let mut e = Enforcer::attach(&topo.rtr_in, LinkKind::Ethernet, &topo.pins.0)?;
-                    e.set_policy(policy)?;
-                    Ok(e)
-                })??;
-            Installed::Bpf(Box::new(e))
+        Variant::AclBpf(n) => Installed::Bpf(Box::new(enforce(
+            topo,
+            &topo.rtr_in,
+            LinkKind::Ethernet,
+            &set(n)?.policy,
+        )?)),
+        Variant::WireguardAclBpf(n) => {
+            let t = tunnel(topo)?;
+            let e = enforce(topo, &t.rtr_if, LinkKind::L3, &set(n)?.tunnel_policy)?;
+            t.route_through(topo)?;
+            Installed::TunnelBpf(Box::new(e))
         }
         Variant::NftSets(n) => {
             let text = &set(n)?.nft_sets;
@@ -156,20 +178,44 @@ pub fn install(topo: &Topo, v: Variant, sets: &[RuleSet]) -> Result<Installed, E
     })
 }
 
+fn tunnel(topo: &Topo) -> Result<&crate::wireguard::Tunnel, Error> {
+    topo.tunnel
+        .as_ref()
+        .ok_or_else(|| Error::Setup("no WireGuard tunnel built".into()))
+}
+
+/// Our BPF program on `iface` in rtr, enforcing `policy`.
+fn enforce(topo: &Topo, iface: &str, kind: LinkKind, policy: &Policy) -> Result<Enforcer, Error> {
+    Ok(topo
+        .rtr
+        .run(|| -> Result<Enforcer, meshgate_ebpf::Error> {
+            let mut e = Enforcer::attach(iface, kind, &topo.pins.0)?;
+            e.set_policy(policy)?;
+            Ok(e)
+        })??)
+}
+
+/// Takes our BPF program off `iface` in rtr, with the clsact qdisc it needed.
+fn unenforce(topo: &Topo, iface: &str, e: Box<Enforcer>) -> Result<(), Error> {
+    drop(e);
+    topo.rtr.run(|| Enforcer::detach(iface, &topo.pins.0))??;
+    // An empty clsact qdisc would stay on the path of the next variants.
+    topo.rtr
+        .exec_ok(["tc", "qdisc", "del", "dev", iface, "clsact"])?;
+    Ok(())
+}
+
 impl Installed {
     /// Takes the variant away, leaving plain forwarding.
     pub fn remove(self, topo: &Topo) -> Result<(), Error> {
         match self {
             Installed::Nothing => Ok(()),
             Installed::Tunnel => topo.route_plain(),
-            Installed::Bpf(e) => {
-                drop(e);
-                topo.rtr
-                    .run(|| Enforcer::detach(&topo.rtr_in, &topo.pins.0))??;
-                // An empty clsact qdisc would stay on the path of the next variants.
-                topo.rtr
-                    .exec_ok(["tc", "qdisc", "del", "dev", &topo.rtr_in, "clsact"])?;
-                Ok(())
+            Installed::Bpf(e) => unenforce(topo, &topo.rtr_in, e),
+            Installed::TunnelBpf(e) => {
+                let routed = topo.route_plain();
+                unenforce(topo, &tunnel(topo)?.rtr_if, e)?;
+                routed
             }
             Installed::NftSets => topo
                 .rtr
@@ -216,7 +262,9 @@ mod tests {
     #[test]
     fn variants_of_a_run() {
         let v = all(&[10, 1000], true);
-        assert_eq!(v.len(), 2 + 2 * 3);
+        assert_eq!(v.len(), 2 + 2 * 4);
+        assert_eq!(v[8].label(), "wireguard+acl-bpf 10");
+        assert!(v[8].tunnelled() && v[8].filters() && !v[2].tunnelled());
         assert_eq!(v[0], Variant::Plain);
         assert_eq!(v[3].label(), "nft-sets 10");
         assert!(!Variant::Wireguard.filters() && Variant::NftLinear(1).filters());

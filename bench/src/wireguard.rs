@@ -20,6 +20,8 @@ const PORT: u16 = 51820;
 pub const MTU: usize = 1420;
 const TUNNEL_NET: &str = "10.72.0.0/24";
 const SND_TUN: &str = "10.72.0.1/24";
+/// snd's tunnel address: the source of what goes through the tunnel.
+pub const SND_TUNNEL: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 72, 0, 1);
 const RTR_TUN: &str = "10.72.0.2/24";
 const LINK_WAIT: Duration = Duration::from_secs(5);
 

@@ -82,7 +82,14 @@ fn short_run_reports_every_field_and_plain_delivers() {
         .collect();
     assert_eq!(
         kinds,
-        ["plain", "wireguard", "acl-bpf", "nft-sets", "nft-linear"]
+        [
+            "plain",
+            "wireguard",
+            "acl-bpf",
+            "nft-sets",
+            "nft-linear",
+            "wireguard+acl-bpf"
+        ]
     );
     for row in rows {
         for key in [
@@ -105,9 +112,9 @@ fn short_run_reports_every_field_and_plain_delivers() {
         }
         assert_eq!(field(row, "size"), 64);
         assert_eq!(field(row, "udp_payload"), 18);
-        // Plain is measured once before each of the 4 other variants (A/B pairs).
+        // Plain is measured once before each of the 5 other variants (A/B pairs).
         let windows = if field(row, "variant") == "plain" {
-            4
+            5
         } else {
             1
         };
