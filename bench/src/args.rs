@@ -74,6 +74,14 @@ pub struct BenchArgs {
     /// With --suite: run them one after another (cargo, from the workspace root).
     #[arg(long, requires = "suite")]
     pub suite_run: bool,
+    /// With --suite-run: only these benchmarks (names as --suite lists them), comma-separated.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "suite_run"
+    )]
+    pub only: Option<Vec<String>>,
     /// Measure a router on real hardware instead of the namespace lab: this machine sends out
     /// of IFACE, through the device under test, to --dst, and counts what arrives at
     /// --rx-iface. Needs --rx-iface and --dst; only what the device runs is measured.

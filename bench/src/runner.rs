@@ -23,11 +23,12 @@ const L2_BYTES: usize = 18;
 /// built ([`Error::exit_code`] 2); Ctrl-C removes the lab and returns [`Error::Interrupted`].
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
     if args.suite {
+        let entries = suite::select(args.only.as_deref())?;
         print!("{}", suite::listing());
         if args.suite_run {
             let stop = Stop::on_signals()?;
             let root = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
-            let failed = suite::run_all(&root, &stop)?;
+            let failed = suite::run_all(&root, &entries, &stop)?;
             if !failed.is_empty() {
                 return Err(Error::Setup(format!(
                     "benchmarks failed: {}",

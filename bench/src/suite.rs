@@ -118,9 +118,32 @@ pub fn listing() -> String {
     s
 }
 
-/// Runs every entry in turn from `root` (a workspace checkout); stops at Ctrl-C. Returns the
+/// The entries named in `only` (all without it), refusing names the suite does not have.
+pub fn select(only: Option<&[String]>) -> Result<Vec<&'static Entry>, Error> {
+    let Some(names) = only else {
+        return Ok(SUITE.iter().collect());
+    };
+    names
+        .iter()
+        .map(|name| {
+            SUITE.iter().find(|e| e.name == name).ok_or_else(|| {
+                let known: Vec<&str> = SUITE.iter().map(|e| e.name).collect();
+                Error::Invalid(format!(
+                    "--only {name}: no such benchmark (the suite has {})",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Runs `entries` in turn from `root` (a workspace checkout); stops at Ctrl-C. Returns the
 /// names that failed.
-pub fn run_all(root: &Path, stop: &Stop) -> Result<Vec<&'static str>, Error> {
+pub fn run_all(
+    root: &Path,
+    entries: &[&'static Entry],
+    stop: &Stop,
+) -> Result<Vec<&'static str>, Error> {
     if !root.join("benches/Cargo.toml").exists() {
         return Err(Error::Invalid(format!(
             "--suite-run needs the meshgate workspace: {} has no benches/Cargo.toml \
@@ -129,7 +152,7 @@ pub fn run_all(root: &Path, stop: &Stop) -> Result<Vec<&'static str>, Error> {
         )));
     }
     let mut failed = Vec::new();
-    for e in SUITE {
+    for e in entries {
         stop.check()?;
         eprintln!("== {} (cargo {})", e.name, e.cargo.join(" "));
         let status = Command::new("cargo")
@@ -147,6 +170,16 @@ pub fn run_all(root: &Path, stop: &Stop) -> Result<Vec<&'static str>, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_selects_known_names() {
+        let picked = super::select(Some(&["footprint".to_owned()])).unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].name, "footprint");
+        assert_eq!(super::select(None).unwrap().len(), super::SUITE.len());
+        let e = super::select(Some(&["nope".to_owned()])).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
     #[test]
     fn lists_every_entry_with_its_command() {
         let l = super::listing();
