@@ -1,5 +1,5 @@
 //! meshgate: one binary for the agent daemon, its command line, the coordinator and the DERP
-//! relay.
+//! relay (the last two, the demo and the bench are cargo features; see README.md).
 
 mod api;
 mod appliance;
