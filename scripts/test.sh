@@ -5,6 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# A clean build of every target, the appliance profile and the images takes ~15 GB; say so up
+# front rather than fail half an hour in with "No space left on device".
+need_kb=$((18 * 1024 * 1024))
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if ((free_kb < need_kb)); then
+  echo "test: $((free_kb / 1024 / 1024)) GB free here; the suite needs about 18 GB (target/, images)" >&2
+  exit 1
+fi
+# Incremental artifacts double target/'s size and a one-shot run never reuses them.
+export CARGO_INCREMENTAL=0
 cargo fmt --all --check
 # The end-to-end tests run the meshgate binary, which `cargo test` alone does not rebuild.
 cargo build --workspace --all-targets --locked
