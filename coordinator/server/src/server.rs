@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::socket::{TCP_KEEPALIVE_IDLE, TCP_USER_TIMEOUT};
-use crate::tailnet::{DnsSettings, NodeRecord, Snapshot, Tailnet, diff, unknown_user};
+use crate::tailnet::{DnsSettings, NodeMap, NodeRecord, Snapshot, Tailnet, diff, unknown_user};
 use crate::{Error, load_or_create_key};
 
 /// Server settings.
@@ -241,13 +241,9 @@ impl Server {
         let store = self.inner.store.clone();
         let records = tokio::task::spawn_blocking(move || load_records(&*store)).await??;
         // The primary routers live here, in memory: each snapshot chooses from the last one's
-        // (a restart starts afresh: the lowest online id).
-        let previous = cache
-            .as_ref()
-            .map(|(_, s)| s.primaries().clone())
-            .unwrap_or_default();
+        // (a restart starts afresh: the lowest online id), and shares its unchanged nodes.
         let snap = Arc::new(Snapshot::after(
-            &previous,
+            cache.as_ref().map(|(_, s)| &**s),
             tailnet,
             records,
             SystemTime::now(),
@@ -513,7 +509,7 @@ impl Server {
             if req.omit_peers {
                 send_reply_ref(respond, StatusCode::OK, "application/json", Vec::new());
             } else {
-                let map = self.map_now(id, &req).await?;
+                let map = self.map_now(id, &req).await?.response();
                 let frame = meshgate_tailcfg::encode(&map, compress);
                 send_reply_ref(respond, StatusCode::OK, "application/octet-stream", frame);
             }
@@ -526,7 +522,7 @@ impl Server {
     }
 
     /// The current full map for `id`, if the node is still the one `req` speaks for.
-    async fn map_now(&self, id: NodeId, req: &MapRequest) -> Result<MapResponse, Reply> {
+    async fn map_now(&self, id: NodeId, req: &MapRequest) -> Result<NodeMap, Reply> {
         let snap = self.snapshot().await.map_err(|e| {
             Reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -571,7 +567,10 @@ impl Server {
         };
         let frame = |m: &MapResponse| Bytes::from(meshgate_tailcfg::encode(m, compress));
         let stats = &self.inner.stats;
-        if send_frame(&mut send, frame(&last), stats).await.is_err() {
+        if send_frame(&mut send, frame(&last.response()), stats)
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let keep_alive = self.inner.config.keep_alive;

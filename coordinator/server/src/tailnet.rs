@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use meshgate_coordinator_store as store;
 use meshgate_policy::{NodeView, Policy};
 use meshgate_tailcfg::{
-    DerpMap, DiscoPublic, DnsConfig, Hostinfo, MapResponse, Node, NodeId, PeerChange, Resolver,
-    Time, UserProfile,
+    DerpMap, DiscoPublic, DnsConfig, FilterRule, Hostinfo, MapResponse, Node, NodeId, PeerChange,
+    Resolver, Time, UserProfile,
 };
 
 pub mod primary;
@@ -95,9 +95,10 @@ pub struct Snapshot {
     tailnet: Arc<Tailnet>,
     records: Vec<NodeRecord>,
     views: Vec<NodeView>,
-    /// Each record as `tailcfg::Node`, built once per snapshot (every map clones from here
-    /// instead of re-deriving names and re-parsing Hostinfo per stream).
-    nodes: Vec<Node>,
+    /// Each record as `tailcfg::Node`, built once per snapshot and shared by every map. A node
+    /// that did not change since the previous snapshot is the previous snapshot's `Arc`, so a
+    /// diff tells it unchanged by pointer instead of comparing it field by field.
+    nodes: Vec<Arc<Node>>,
     index: HashMap<NodeId, usize>,
     /// The primary router of every subnet prefix, as of this snapshot.
     primaries: Primaries,
@@ -108,21 +109,25 @@ impl Snapshot {
     /// `records` in any order (they are sorted by node id). Primaries are chosen as if there
     /// had been none before (see [`Snapshot::after`]).
     pub fn new(tailnet: Arc<Tailnet>, records: Vec<NodeRecord>, now: SystemTime) -> Snapshot {
-        Snapshot::after(&Primaries::new(), tailnet, records, now)
+        Snapshot::after(None, tailnet, records, now)
     }
 
-    /// Like [`Snapshot::new`], choosing each subnet's primary router from `previous` (the
-    /// primaries of the last snapshot) with [`choose_primaries`], so a primary is kept while
-    /// it is online.
+    /// Like [`Snapshot::new`], choosing each subnet's primary router from `previous`'s
+    /// primaries with [`choose_primaries`], so a primary is kept while it is online, and
+    /// sharing `previous`'s nodes where they did not change.
     pub fn after(
-        previous: &Primaries,
+        previous: Option<&Snapshot>,
         tailnet: Arc<Tailnet>,
         mut records: Vec<NodeRecord>,
         now: SystemTime,
     ) -> Snapshot {
         records.sort_by_key(|r| r.node.id);
         let candidates: Vec<Candidate> = records.iter().map(|r| r.candidate(now)).collect();
-        let primaries = choose_primaries(previous, &candidates);
+        let no_primaries = Primaries::new();
+        let primaries = choose_primaries(
+            previous.map_or(&no_primaries, |p| &p.primaries),
+            &candidates,
+        );
         let views = records.iter().map(NodeRecord::view).collect();
         let index = records
             .iter()
@@ -131,7 +136,13 @@ impl Snapshot {
             .collect();
         let nodes = records
             .iter()
-            .map(|r| to_tailcfg(&tailnet, r, &primaries, now))
+            .map(|r| {
+                let node = to_tailcfg(&tailnet, r, &primaries, now);
+                match previous.and_then(|p| p.shared_node(node.id)) {
+                    Some(same) if **same == node => same.clone(),
+                    _ => Arc::new(node),
+                }
+            })
             .collect();
         Snapshot {
             tailnet,
@@ -169,25 +180,29 @@ impl Snapshot {
 
     /// The node as `tailcfg::Node` (the same form for the node itself and for its peers).
     pub fn node(&self, id: NodeId) -> Option<Node> {
-        self.index.get(&id).map(|&i| self.nodes[i].clone())
+        self.shared_node(id).map(|n| (**n).clone())
+    }
+
+    fn shared_node(&self, id: NodeId) -> Option<&Arc<Node>> {
+        self.index.get(&id).map(|&i| &self.nodes[i])
     }
 
     /// The full map for node `id` (`None` if there is no such node): self `Node`, the peers the
-    /// policy lets it see (sorted by id), its packet filter (`Some(vec![])` = deny all), the
-    /// DERP map, DNS config, `Domain` and the user profiles of itself and its peers.
-    pub fn map_for(&self, id: NodeId) -> Option<MapResponse> {
+    /// policy lets it see (sorted by id), its packet filter (empty = deny all), and the user
+    /// profiles of itself and its peers; [`NodeMap::response`] adds the DERP map, DNS config
+    /// and `Domain`.
+    pub fn map_for(&self, id: NodeId) -> Option<NodeMap> {
         let &i = self.index.get(&id)?;
         let me = &self.records[i];
         let view = &self.views[i];
         let policy = &self.tailnet.policy;
-        let peers: Vec<Node> = policy
+        let visible: Vec<usize> = policy
             .visible_peers(view, &self.views)
             .iter()
-            .filter_map(|p| self.index.get(p))
-            .map(|&j| self.nodes[j].clone())
+            .filter_map(|p| self.index.get(p).copied())
             .collect();
         let mut profiles = BTreeMap::new();
-        for r in std::iter::once(me).chain(peers.iter().filter_map(|p| self.record(p.id))) {
+        for r in std::iter::once(me).chain(visible.iter().map(|&j| &self.records[j])) {
             profiles.entry(r.user.id).or_insert_with(|| UserProfile {
                 id: r.user.id,
                 login_name: r.user.name.clone(),
@@ -195,32 +210,63 @@ impl Snapshot {
                 ..UserProfile::default()
             });
         }
-        let dns = &self.tailnet.dns;
-        let domain = dns.base_domain.trim_matches('.').to_owned();
-        Some(MapResponse {
-            node: Some(self.nodes[i].clone()),
-            peers: Some(peers),
-            packet_filter: Some(policy.filter_for(view, &self.views)),
-            derp_map: Some(self.tailnet.derp_map.clone()),
-            dns_config: Some(DnsConfig {
-                resolvers: dns.resolvers.clone(),
-                domains: if domain.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![domain.clone()]
-                },
-                proxied: dns.magic_dns,
-                ..DnsConfig::default()
-            }),
-            domain,
+        Some(NodeMap {
+            tailnet: self.tailnet.clone(),
+            node: self.nodes[i].clone(),
+            peers: visible.iter().map(|&j| self.nodes[j].clone()).collect(),
+            packet_filter: policy.filter_for(view, &self.views),
             user_profiles: profiles.into_values().collect(),
-            ..MapResponse::default()
         })
     }
 }
 
-/// The delta that takes a client from `old` (the last full map it was sent, with `Peers` set)
-/// to `new` (a full map), or `None` if nothing changed:
+/// One node's full map as of a snapshot, holding the snapshot's shared nodes: what a map
+/// stream keeps to diff the next map against (pointers, not a copy of every peer).
+#[derive(Clone, Debug)]
+pub struct NodeMap {
+    tailnet: Arc<Tailnet>,
+    node: Arc<Node>,
+    /// Sorted by id.
+    peers: Vec<Arc<Node>>,
+    packet_filter: Vec<FilterRule>,
+    user_profiles: Vec<UserProfile>,
+}
+
+impl NodeMap {
+    /// The map as sent in full (the first frame of a stream, or a non-streaming request).
+    pub fn response(&self) -> MapResponse {
+        let (dns_config, domain) = dns_config(&self.tailnet.dns);
+        MapResponse {
+            node: Some((*self.node).clone()),
+            peers: Some(self.peers.iter().map(|n| (**n).clone()).collect()),
+            packet_filter: Some(self.packet_filter.clone()),
+            derp_map: Some(self.tailnet.derp_map.clone()),
+            dns_config: Some(dns_config),
+            domain,
+            user_profiles: self.user_profiles.clone(),
+            ..MapResponse::default()
+        }
+    }
+}
+
+/// `DNSConfig` and `Domain` as every node gets them.
+fn dns_config(dns: &DnsSettings) -> (DnsConfig, String) {
+    let domain = dns.base_domain.trim_matches('.').to_owned();
+    let config = DnsConfig {
+        resolvers: dns.resolvers.clone(),
+        domains: if domain.is_empty() {
+            Vec::new()
+        } else {
+            vec![domain.clone()]
+        },
+        proxied: dns.magic_dns,
+        ..DnsConfig::default()
+    };
+    (config, domain)
+}
+
+/// The delta that takes a client from `old` (the last map it was sent) to `new`, or `None` if
+/// nothing changed:
 ///
 /// - `Node`, `DERPMap`, `DNSConfig`, `Domain`, `PacketFilter` only when they changed
 ///   (`PacketFilter` as `Some`, so an empty list means deny all);
@@ -228,42 +274,28 @@ impl Snapshot {
 ///   endpoints, home DERP, online, last seen or disco key: `PeersChangedPatch` with just those
 ///   fields; any other difference: the whole node in `PeersChanged`;
 /// - `UserProfiles`: the new or changed ones.
-pub fn diff(old: &MapResponse, new: &MapResponse) -> Option<MapResponse> {
+pub fn diff(old: &NodeMap, new: &NodeMap) -> Option<MapResponse> {
     let mut d = MapResponse::default();
-    if new.node != old.node {
-        d.node.clone_from(&new.node);
+    if !same_node(&old.node, &new.node) {
+        d.node = Some((*new.node).clone());
     }
-    if new.derp_map != old.derp_map {
-        d.derp_map.clone_from(&new.derp_map);
-    }
-    if new.dns_config != old.dns_config {
-        d.dns_config.clone_from(&new.dns_config);
-    }
-    if new.domain != old.domain {
-        d.domain.clone_from(&new.domain);
-    }
-    if new.packet_filter != old.packet_filter {
-        d.packet_filter = Some(new.packet_filter.clone().unwrap_or_default());
-    }
-    let old_peers: BTreeMap<NodeId, &Node> =
-        old.peers.iter().flatten().map(|n| (n.id, n)).collect();
-    let new_peers: BTreeMap<NodeId, &Node> =
-        new.peers.iter().flatten().map(|n| (n.id, n)).collect();
-    d.peers_removed = old_peers
-        .keys()
-        .filter(|id| !new_peers.contains_key(id))
-        .copied()
-        .collect();
-    for (id, &n) in &new_peers {
-        match old_peers.get(id) {
-            None => d.peers_changed.push(n.clone()),
-            Some(&o) if o == n => {}
-            Some(&o) => match patch(o, n) {
-                Some(p) => d.peers_changed_patch.push(p),
-                None => d.peers_changed.push(n.clone()),
-            },
+    if !Arc::ptr_eq(&old.tailnet, &new.tailnet) {
+        if new.tailnet.derp_map != old.tailnet.derp_map {
+            d.derp_map = Some(new.tailnet.derp_map.clone());
+        }
+        let (old_dns, old_domain) = dns_config(&old.tailnet.dns);
+        let (new_dns, new_domain) = dns_config(&new.tailnet.dns);
+        if new_dns != old_dns {
+            d.dns_config = Some(new_dns);
+        }
+        if new_domain != old_domain {
+            d.domain = new_domain;
         }
     }
+    if new.packet_filter != old.packet_filter {
+        d.packet_filter = Some(new.packet_filter.clone());
+    }
+    diff_peers(&old.peers, &new.peers, &mut d);
     d.user_profiles = new
         .user_profiles
         .iter()
@@ -271,6 +303,48 @@ pub fn diff(old: &MapResponse, new: &MapResponse) -> Option<MapResponse> {
         .cloned()
         .collect();
     (d != MapResponse::default()).then_some(d)
+}
+
+/// Walks both peer lists (sorted by id) side by side into `d`'s removed, changed and patched
+/// peers.
+fn diff_peers(old: &[Arc<Node>], new: &[Arc<Node>], d: &mut MapResponse) {
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(gone), None) => {
+                d.peers_removed.push(gone.id);
+                o.next();
+            }
+            (Some(gone), Some(now)) if gone.id < now.id => {
+                d.peers_removed.push(gone.id);
+                o.next();
+            }
+            (None, Some(added)) => {
+                d.peers_changed.push(Node::clone(added));
+                n.next();
+            }
+            (Some(was), Some(added)) if added.id < was.id => {
+                d.peers_changed.push(Node::clone(added));
+                n.next();
+            }
+            (Some(was), Some(now)) => {
+                if !same_node(was, now) {
+                    match patch(was, now) {
+                        Some(p) => d.peers_changed_patch.push(p),
+                        None => d.peers_changed.push(Node::clone(now)),
+                    }
+                }
+                o.next();
+                n.next();
+            }
+        }
+    }
+}
+
+/// Equal nodes, found by pointer when the snapshot shared an unchanged one.
+fn same_node(a: &Arc<Node>, b: &Arc<Node>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// A `PeerChange` taking `old` to `new`, if they differ only in fields a patch can carry.
@@ -388,5 +462,7 @@ pub(crate) fn unknown_user(id: meshgate_tailcfg::UserId) -> store::User {
     }
 }
 
+#[cfg(test)]
+mod sequence_tests;
 #[cfg(test)]
 mod tests;

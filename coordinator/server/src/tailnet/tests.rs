@@ -95,7 +95,7 @@ fn full_map_allow_all() {
     records[1].node.hostinfo =
         Some(r#"{"Hostname":"gw","OS":"linux","NetInfo":{"PreferredDERP":1}}"#.into());
     let snap = Snapshot::new(tailnet(ALLOW_ALL), records, at(T0));
-    let map = snap.map_for(2).unwrap();
+    let map = snap.map_for(2).unwrap().response();
 
     let me = map.node.as_ref().unwrap();
     assert_eq!(me.id, 2);
@@ -171,7 +171,7 @@ fn full_map_allow_all() {
 #[test]
 fn deny_all_has_no_peers_and_an_empty_filter() {
     let snap = Snapshot::new(tailnet(DENY_ALL), two_nodes(), at(T0));
-    let map = snap.map_for(1).unwrap();
+    let map = snap.map_for(1).unwrap().response();
     assert_eq!(map.peers.as_deref(), Some(&[][..]));
     assert_eq!(map.packet_filter.as_deref(), Some(&[][..]));
     let json = serde_json::to_string(&map).unwrap();
@@ -185,11 +185,11 @@ fn expired_peer_is_marked() {
     let mut records = two_nodes();
     records[0].node.key_expiry = Some(at(T0 - 1));
     let snap = Snapshot::new(tailnet(ALLOW_ALL), records, at(T0));
-    let map = snap.map_for(1).unwrap();
+    let map = snap.map_for(1).unwrap().response();
     assert!(map.peers.unwrap()[0].expired);
 }
 
-fn maps(f: impl FnOnce(&mut Vec<NodeRecord>)) -> (MapResponse, MapResponse) {
+fn maps(f: impl FnOnce(&mut Vec<NodeRecord>)) -> (NodeMap, NodeMap) {
     let records = two_nodes();
     let old = Snapshot::new(tailnet(ALLOW_ALL), records.clone(), at(T0))
         .map_for(1)
@@ -384,7 +384,8 @@ fn only_the_primary_carries_a_subnet_and_failover_is_a_delta() {
     let snap = Snapshot::new(tailnet(ALLOW_ALL), two_routers(true), at(T0));
     assert_eq!(snap.primaries().get(&subnet), Some(&1));
     let before = snap.map_for(2).unwrap();
-    let peers = before.peers.as_ref().unwrap();
+    let full = before.response();
+    let peers = full.peers.as_ref().unwrap();
     let (gw, gw2) = (&peers[0], &peers[1]);
     assert!(gw.allowed_ips.as_ref().unwrap().contains(&subnet));
     assert_eq!(gw.primary_routes, [subnet]);
@@ -402,12 +403,7 @@ fn only_the_primary_carries_a_subnet_and_failover_is_a_delta() {
     );
 
     // gw goes offline: gw2 takes over, and pc gets both nodes whole.
-    let snap = Snapshot::after(
-        snap.primaries(),
-        tailnet(ALLOW_ALL),
-        two_routers(false),
-        at(T0),
-    );
+    let snap = Snapshot::after(Some(&snap), tailnet(ALLOW_ALL), two_routers(false), at(T0));
     assert_eq!(snap.primaries().get(&subnet), Some(&3));
     let after = snap.map_for(2).unwrap();
     let d = diff(&before, &after).unwrap();
@@ -417,11 +413,6 @@ fn only_the_primary_carries_a_subnet_and_failover_is_a_delta() {
     assert_eq!(d.peers_changed[1].primary_routes, [subnet]);
 
     // gw is back: the prefix stays with gw2.
-    let snap = Snapshot::after(
-        snap.primaries(),
-        tailnet(ALLOW_ALL),
-        two_routers(true),
-        at(T0),
-    );
+    let snap = Snapshot::after(Some(&snap), tailnet(ALLOW_ALL), two_routers(true), at(T0));
     assert_eq!(snap.primaries().get(&subnet), Some(&3));
 }
