@@ -80,14 +80,23 @@ pub enum Want {
 }
 
 impl DiscoPeer {
-    /// Control's endpoint list now; addresses learned otherwise are kept.
-    pub fn set_endpoints(&mut self, endpoints: &[SocketAddr]) {
+    /// Control's endpoint list now; addresses learned otherwise are kept. While the session is
+    /// active without a trusted direct path, an address new to us is pinged at once: a peer's
+    /// STUN or port-mapped endpoint often reaches control just after its first CallMeMaybe,
+    /// and the next heartbeat is seconds away.
+    pub fn set_endpoints(&mut self, endpoints: &[SocketAddr], now: Instant, wants: &mut Vec<Want>) {
         self.candidates
             .retain(|addr, c| c.source != Source::Control || endpoints.contains(addr));
+        let probe = self.is_active(now) && !self.trusted(now);
         for addr in endpoints {
-            self.candidates.entry(*addr).or_insert(Candidate {
-                source: Source::Control,
-                last_ping: None,
+            self.candidates.entry(*addr).or_insert_with(|| {
+                if probe {
+                    wants.push(Want::Ping { to: *addr });
+                }
+                Candidate {
+                    source: Source::Control,
+                    last_ping: probe.then_some(now),
+                }
             });
         }
         if let Some(best) = self.best
@@ -118,6 +127,11 @@ impl DiscoPeer {
         self.best
             .map(|best| best.probed.addr)
             .or(self.last_answered)
+    }
+
+    /// Whether a direct address answered within [`TRUST`].
+    pub fn trusted(&self, now: Instant) -> bool {
+        self.best.is_some_and(|best| now < best.trusted_until)
     }
 
     pub fn is_active(&self, now: Instant) -> bool {

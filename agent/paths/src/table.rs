@@ -167,12 +167,14 @@ impl PathTable {
 
     /// The peers control lists now. A known peer keeps its state while its current endpoint
     /// is still offered; peers no longer listed are forgotten. New disco peers are pinged at
-    /// the next [`PathTable::handle_timeout`].
-    pub fn set_peers<I>(&mut self, peers: I)
+    /// the next [`PathTable::handle_timeout`]; a known one still looking for a direct path
+    /// has its new addresses pinged now.
+    pub fn set_peers<I>(&mut self, peers: I, now: Instant)
     where
         I: IntoIterator<Item = (Key, PeerPaths)>,
     {
         let mut next = BTreeMap::new();
+        let mut pings = Vec::new();
         for (key, paths) in peers {
             let peer = match self.peers.remove(&key) {
                 Some(mut old) => {
@@ -198,14 +200,19 @@ impl PathTable {
             if peer.paths.disco {
                 let fresh = peer.disco.is_none();
                 let disco = peer.disco.get_or_insert_with(DiscoPeer::default);
-                disco.set_endpoints(&peer.paths.endpoints);
+                let mut wants = Vec::new();
+                disco.set_endpoints(&peer.paths.endpoints, now, &mut wants);
                 if fresh && disco.has_candidates() {
                     self.unpinged.push(key);
                 }
+                pings.push((key, wants));
             }
             next.insert(key, peer);
         }
         self.peers = next;
+        for (key, wants) in pings {
+            self.queue(key, wants, now);
+        }
         self.pings.retain(|_, key| self.peers.contains_key(key));
         let peers = &self.peers;
         self.unpinged.retain(|key| peers.contains_key(key));
@@ -216,9 +223,30 @@ impl PathTable {
         self.home = home;
     }
 
-    /// Our own endpoints, sent in CallMeMaybe.
-    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+    /// Our own endpoints, sent in CallMeMaybe. When one is new (a STUN answer, a port
+    /// mapping), peers still looking for a direct path get a CallMeMaybe with it now: the one
+    /// they had may predate it, and their next try is a heartbeat away.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>, now: Instant) {
+        let gained = endpoints
+            .iter()
+            .any(|addr| !self.local_endpoints.contains(addr));
         self.local_endpoints = endpoints;
+        if !gained {
+            return;
+        }
+        let searching: Vec<Key> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| {
+                peer.disco
+                    .as_ref()
+                    .is_some_and(|d| d.is_active(now) && !d.trusted(now))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in searching {
+            self.queue(key, vec![Want::CallMeMaybe], now);
+        }
     }
 
     /// What the kernel reports of `key` at `now`.
@@ -658,7 +686,10 @@ mod tests {
     #[test]
     fn a_direct_endpoint_that_handshakes_is_kept() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:41641"], Some(900)))]);
+        table.set_peers(
+            [(A, offer(&["192.0.2.1:41641"], Some(900)))],
+            Instant::now(),
+        );
         let t0 = Instant::now();
         assert_eq!(
             table.path(&A, Instant::now()),
@@ -683,7 +714,10 @@ mod tests {
     #[test]
     fn endpoints_are_tried_in_turn_then_the_relay() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:1", "198.51.100.1:2"], Some(900)))]);
+        table.set_peers(
+            [(A, offer(&["192.0.2.1:1", "198.51.100.1:2"], Some(900)))],
+            Instant::now(),
+        );
         let t0 = Instant::now();
         table.observe(&A, sent(0), t0);
         // Nothing sent yet: no trial runs, however long.
@@ -717,20 +751,20 @@ mod tests {
     #[test]
     fn no_endpoint_means_relay_and_no_relay_means_unreachable() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&[], Some(7)))]);
+        table.set_peers([(A, offer(&[], Some(7)))], Instant::now());
         assert_eq!(
             table.path(&A, Instant::now()),
             Some(Path::Relay { region: 7 })
         );
-        table.set_peers([(A, offer(&[], None))]);
+        table.set_peers([(A, offer(&[], None))], Instant::now());
         assert_eq!(
             table.path(&A, Instant::now()),
             Some(Path::Relay { region: 7 })
         );
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&[], None))]);
+        table.set_peers([(A, offer(&[], None))], Instant::now());
         assert_eq!(table.path(&A, Instant::now()), Some(Path::Unreachable));
-        table.set_peers([(A, offer(&["192.0.2.1:1"], None))]);
+        table.set_peers([(A, offer(&["192.0.2.1:1"], None))], Instant::now());
         assert_eq!(
             table.path(&A, Instant::now()),
             Some(Path::Direct(addr("192.0.2.1:1")))
@@ -740,7 +774,7 @@ mod tests {
     #[test]
     fn a_packet_over_derp_switches_to_the_relay_unless_direct_works() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))]);
+        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))], Instant::now());
         table.relay_received(&A, 2, Instant::now());
         assert_eq!(
             table.path(&A, Instant::now()),
@@ -748,7 +782,7 @@ mod tests {
         );
 
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))]);
+        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))], Instant::now());
         let shook = WgObservation {
             last_handshake: Some(SystemTime::now()),
             tx_bytes: 1,
@@ -765,7 +799,7 @@ mod tests {
     #[test]
     fn a_dead_direct_session_is_tried_again() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))]);
+        table.set_peers([(A, offer(&["192.0.2.1:1"], Some(1)))], Instant::now());
         let t0 = Instant::now();
         let fresh = WgObservation {
             last_handshake: Some(SystemTime::now()),
@@ -806,18 +840,18 @@ mod tests {
     #[test]
     fn a_moved_endpoint_restarts_the_trial_and_gone_peers_are_forgotten() {
         let mut table = PathTable::new();
-        table.set_peers([(A, offer(&["192.0.2.1:1"], None))]);
+        table.set_peers([(A, offer(&["192.0.2.1:1"], None))], Instant::now());
         let t0 = Instant::now();
         table.observe(&A, sent(0), t0);
         table.observe(&A, sent(10), t0 + Duration::from_secs(1));
-        table.set_peers([(A, offer(&["192.0.2.9:1"], None))]);
+        table.set_peers([(A, offer(&["192.0.2.9:1"], None))], Instant::now());
         // The clock of the old endpoint does not count against the new one.
         table.observe(&A, sent(20), t0 + DIRECT_TRIAL + Duration::from_secs(1));
         assert_eq!(
             table.path(&A, Instant::now()),
             Some(Path::Direct(addr("192.0.2.9:1")))
         );
-        table.set_peers([]);
+        table.set_peers([], Instant::now());
         assert_eq!(table.path(&A, Instant::now()), None);
         assert_eq!(table.paths(Instant::now()).count(), 0);
     }
@@ -831,15 +865,18 @@ mod tests {
 
     fn disco_node(key: Key, addr: &str, peer: Key, peer_addr: &str) -> Node {
         let mut table = PathTable::new();
-        table.set_local_endpoints(vec![addr.parse().unwrap()]);
-        table.set_peers([(
-            peer,
-            PeerPaths {
-                endpoints: vec![peer_addr.parse().unwrap()],
-                home_region: Some(900),
-                disco: true,
-            },
-        )]);
+        table.set_local_endpoints(vec![addr.parse().unwrap()], Instant::now());
+        table.set_peers(
+            [(
+                peer,
+                PeerPaths {
+                    endpoints: vec![peer_addr.parse().unwrap()],
+                    home_region: Some(900),
+                    disco: true,
+                },
+            )],
+            Instant::now(),
+        );
         Node {
             key,
             addr: addr.parse().unwrap(),
@@ -958,22 +995,28 @@ mod tests {
         let unreachable = "198.18.7.1:41641";
         let mut a = disco_node(A, "192.0.2.1:41641", B, "192.0.2.2:41641");
         let mut b = disco_node(B, "192.0.2.2:41641", A, "192.0.2.1:41641");
-        a.table.set_peers([(
-            B,
-            PeerPaths {
-                endpoints: vec![addr(unreachable), b.addr],
-                home_region: None,
-                disco: true,
-            },
-        )]);
-        b.table.set_peers([(
-            A,
-            PeerPaths {
-                endpoints: vec![a.addr],
-                home_region: None,
-                disco: true,
-            },
-        )]);
+        a.table.set_peers(
+            [(
+                B,
+                PeerPaths {
+                    endpoints: vec![addr(unreachable), b.addr],
+                    home_region: None,
+                    disco: true,
+                },
+            )],
+            Instant::now(),
+        );
+        b.table.set_peers(
+            [(
+                A,
+                PeerPaths {
+                    endpoints: vec![a.addr],
+                    home_region: None,
+                    disco: true,
+                },
+            )],
+            Instant::now(),
+        );
         let t0 = Instant::now();
         a.table.handle_timeout(t0);
         b.table.handle_timeout(t0);
@@ -1122,5 +1165,102 @@ mod tests {
             "fell back after {:?}",
             now - cut
         );
+    }
+
+    /// A disco node behind a NAT: `public` (its mapping) is the only address that reaches it;
+    /// it knows only its LAN address yet, and only the peer's LAN address.
+    fn behind_nat(key: Key, lan: &str, public: &str, peer: Key, peer_lan: &str) -> Node {
+        let mut table = PathTable::new();
+        let t = Instant::now();
+        table.set_local_endpoints(vec![addr(lan)], t);
+        table.set_peers(
+            [(
+                peer,
+                PeerPaths {
+                    endpoints: vec![addr(peer_lan)],
+                    home_region: Some(900),
+                    disco: true,
+                },
+            )],
+            t,
+        );
+        Node {
+            key,
+            addr: addr(public),
+            table,
+        }
+    }
+
+    /// Both nodes start, busy, and exchange their first pings and CallMeMaybes, which name
+    /// only LAN addresses: still relayed.
+    fn first_round_on_lan_addresses_only(now: Instant) -> (Node, Node) {
+        let mut a = behind_nat(
+            A,
+            "10.1.0.2:41641",
+            "203.0.113.2:40000",
+            B,
+            "10.2.0.2:41641",
+        );
+        let mut b = behind_nat(
+            B,
+            "10.2.0.2:41641",
+            "203.0.113.3:40000",
+            A,
+            "10.1.0.2:41641",
+        );
+        for n in [&mut a, &mut b] {
+            n.table.handle_timeout(now);
+            n.table
+                .observe(&if n.key == A { B } else { A }, busy(1000), now);
+        }
+        pump(&mut a, &mut b, true, now);
+        assert_eq!(a.table.path(&B, now), Some(Path::Relay { region: 900 }));
+        (a, b)
+    }
+
+    #[test]
+    fn a_stun_endpoint_learned_after_the_first_call_me_maybe_is_announced_at_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = first_round_on_lan_addresses_only(t0);
+        // A's STUN answer: B hears of it now, not at the next heartbeat (3 s).
+        let t1 = t0 + Duration::from_millis(100);
+        let public = a.addr;
+        a.table
+            .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
+        pump(&mut a, &mut b, true, t1);
+        assert_eq!(a.table.path(&B, t1), Some(Path::Direct(b.addr)));
+        assert_eq!(b.table.path(&A, t1), Some(Path::Direct(a.addr)));
+        // The same endpoints again: nothing to announce.
+        a.table
+            .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
+        assert!(a.table.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn an_endpoint_control_adds_for_a_peer_without_a_path_is_pinged_at_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = first_round_on_lan_addresses_only(t0);
+        // Control now lists B's STUN endpoint too.
+        let t1 = t0 + Duration::from_millis(100);
+        let offer = |endpoints: Vec<SocketAddr>| {
+            [(
+                B,
+                PeerPaths {
+                    endpoints,
+                    home_region: Some(900),
+                    disco: true,
+                },
+            )]
+        };
+        a.table
+            .set_peers(offer(vec![addr("10.2.0.2:41641"), b.addr]), t1);
+        pump(&mut a, &mut b, true, t1);
+        assert_eq!(a.table.path(&B, t1), Some(Path::Direct(b.addr)));
+        // With a trusted path, a further address waits for the next round.
+        a.table.set_peers(
+            offer(vec![addr("10.2.0.2:41641"), b.addr, addr("198.51.100.9:1")]),
+            t1,
+        );
+        assert!(a.table.poll_transmit().is_none());
     }
 }

@@ -221,25 +221,30 @@ impl Steering {
             self.node_public = Some(node.public());
             self.ensure_relay(node).await;
         }
+        let now = Instant::now().into_std();
         if *peers != self.peers {
             self.disco.set_peers(peers);
             let disco_works = self.port.is_some();
-            self.table.set_peers(peers.iter().map(|(key, info)| {
-                let paths = PeerPaths {
-                    endpoints: info.endpoints.clone(),
-                    home_region: info.home_derp,
-                    disco: disco_works && info.disco_key.is_some(),
-                };
-                (*key, paths)
-            }));
+            self.table.set_peers(
+                peers.iter().map(|(key, info)| {
+                    let paths = PeerPaths {
+                        endpoints: info.endpoints.clone(),
+                        home_region: info.home_derp,
+                        disco: disco_works && info.disco_key.is_some(),
+                    };
+                    (*key, paths)
+                }),
+                now,
+            );
             if let Some((relay, _)) = &self.relay {
                 relay.set_peers(peers.keys().copied().collect()).await;
             }
             self.peers = peers.clone();
+            // Pings to addresses control just gave us for a peer we are still looking for.
+            self.send_disco().await;
         }
         let mut config = raw.clone();
         let mut routed = BTreeMap::new();
-        let now = Instant::now().into_std();
         for (key, peer) in &mut config.device.peers {
             let Some(path) = self.table.path(key.as_bytes(), now) else {
                 continue;
@@ -453,8 +458,10 @@ impl Steering {
                 kind: EndpointType::Portmapped,
             });
         }
-        self.table
-            .set_local_endpoints(endpoints.iter().map(|e| e.addr).collect());
+        self.table.set_local_endpoints(
+            endpoints.iter().map(|e| e.addr).collect(),
+            Instant::now().into_std(),
+        );
         self.endpoints_out.send_if_modified(|current| {
             let changed = *current != endpoints;
             if changed {
@@ -604,6 +611,8 @@ impl Steering {
                     tracing::info!(external = %mapping.external, protocol = ?mapping.protocol, "port mapped");
                 }
                 self.publish_endpoints();
+                // CallMeMaybes with the new endpoint to peers still looking for a path.
+                self.send_disco().await;
                 return false;
             }
         }
