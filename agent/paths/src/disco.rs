@@ -80,14 +80,14 @@ pub enum Want {
 }
 
 impl DiscoPeer {
-    /// Control's endpoint list now; addresses learned otherwise are kept. While the session is
-    /// active without a trusted direct path, an address new to us is pinged at once: a peer's
+    /// Control's endpoint list now; addresses learned otherwise are kept. While we are
+    /// [searching](DiscoPeer::searching), an address new to us is pinged at once: a peer's
     /// STUN or port-mapped endpoint often reaches control just after its first CallMeMaybe,
-    /// and the next heartbeat is seconds away.
+    /// and the next round is seconds away.
     pub fn set_endpoints(&mut self, endpoints: &[SocketAddr], now: Instant, wants: &mut Vec<Want>) {
         self.candidates
             .retain(|addr, c| c.source != Source::Control || endpoints.contains(addr));
-        let probe = self.is_active(now) && !self.trusted(now);
+        let probe = self.searching(now);
         for addr in endpoints {
             self.candidates.entry(*addr).or_insert_with(|| {
                 if probe {
@@ -132,6 +132,17 @@ impl DiscoPeer {
     /// Whether a direct address answered within [`TRUST`].
     pub fn trusted(&self, now: Instant) -> bool {
         self.best.is_some_and(|best| now < best.trusted_until)
+    }
+
+    /// Whether we are looking for a direct path: none is trusted, and the session is active
+    /// or a round of pings went out within [`PING_GAP`] (the first one, or a CallMeMaybe's,
+    /// before any traffic).
+    pub fn searching(&self, now: Instant) -> bool {
+        let pinged_lately = self.candidates.values().any(|c| {
+            c.last_ping
+                .is_some_and(|at| now.duration_since(at) < PING_GAP)
+        });
+        !self.trusted(now) && (self.is_active(now) || pinged_lately)
     }
 
     pub fn is_active(&self, now: Instant) -> bool {

@@ -224,8 +224,8 @@ impl PathTable {
     }
 
     /// Our own endpoints, sent in CallMeMaybe. When one is new (a STUN answer, a port
-    /// mapping), peers still looking for a direct path get a CallMeMaybe with it now: the one
-    /// they had may predate it, and their next try is a heartbeat away.
+    /// mapping), peers we are [searching](DiscoPeer::searching) a path to get a CallMeMaybe
+    /// with it now: the one they had may predate it, and the next round is seconds away.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>, now: Instant) {
         let gained = endpoints
             .iter()
@@ -237,11 +237,7 @@ impl PathTable {
         let searching: Vec<Key> = self
             .peers
             .iter()
-            .filter(|(_, peer)| {
-                peer.disco
-                    .as_ref()
-                    .is_some_and(|d| d.is_active(now) && !d.trusted(now))
-            })
+            .filter(|(_, peer)| peer.disco.as_ref().is_some_and(|d| d.searching(now)))
             .map(|(key, _)| *key)
             .collect();
         for key in searching {
@@ -1191,9 +1187,10 @@ mod tests {
         }
     }
 
-    /// Both nodes start, busy, and exchange their first pings and CallMeMaybes, which name
-    /// only LAN addresses: still relayed.
-    fn first_round_on_lan_addresses_only(now: Instant) -> (Node, Node) {
+    /// Both nodes start (with traffic when `traffic`; without, as when the first WireGuard
+    /// handshake was lost) and exchange their first pings and CallMeMaybes, which name only
+    /// LAN addresses: still relayed.
+    fn first_round_on_lan_addresses_only(now: Instant, traffic: bool) -> (Node, Node) {
         let mut a = behind_nat(
             A,
             "10.1.0.2:41641",
@@ -1210,8 +1207,10 @@ mod tests {
         );
         for n in [&mut a, &mut b] {
             n.table.handle_timeout(now);
-            n.table
-                .observe(&if n.key == A { B } else { A }, busy(1000), now);
+            if traffic {
+                n.table
+                    .observe(&if n.key == A { B } else { A }, busy(1000), now);
+            }
         }
         pump(&mut a, &mut b, true, now);
         assert_eq!(a.table.path(&B, now), Some(Path::Relay { region: 900 }));
@@ -1220,26 +1219,50 @@ mod tests {
 
     #[test]
     fn a_stun_endpoint_learned_after_the_first_call_me_maybe_is_announced_at_once() {
+        for traffic in [true, false] {
+            let t0 = Instant::now();
+            let (mut a, mut b) = first_round_on_lan_addresses_only(t0, traffic);
+            // A's STUN answer: B hears of it now, not at the next heartbeat (3 s) or once
+            // WireGuard retries a lost first handshake (5 s).
+            let t1 = t0 + Duration::from_millis(100);
+            let public = a.addr;
+            a.table
+                .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
+            pump(&mut a, &mut b, true, t1);
+            assert_eq!(
+                a.table.path(&B, t1),
+                Some(Path::Direct(b.addr)),
+                "{traffic}"
+            );
+            assert_eq!(
+                b.table.path(&A, t1),
+                Some(Path::Direct(a.addr)),
+                "{traffic}"
+            );
+            // The same endpoints again: nothing to announce.
+            a.table
+                .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
+            assert!(a.table.poll_transmit().is_none());
+        }
+    }
+
+    #[test]
+    fn a_new_endpoint_is_not_announced_to_peers_nobody_is_looking_for() {
         let t0 = Instant::now();
-        let (mut a, mut b) = first_round_on_lan_addresses_only(t0);
-        // A's STUN answer: B hears of it now, not at the next heartbeat (3 s).
-        let t1 = t0 + Duration::from_millis(100);
-        let public = a.addr;
+        let (mut a, _b) = first_round_on_lan_addresses_only(t0, false);
+        // Idle, and the first round's pings are long past.
+        let later = t0 + crate::disco::PING_GAP + Duration::from_secs(1);
+        a.table.handle_timeout(later);
+        while a.table.poll_transmit().is_some() {}
         a.table
-            .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
-        pump(&mut a, &mut b, true, t1);
-        assert_eq!(a.table.path(&B, t1), Some(Path::Direct(b.addr)));
-        assert_eq!(b.table.path(&A, t1), Some(Path::Direct(a.addr)));
-        // The same endpoints again: nothing to announce.
-        a.table
-            .set_local_endpoints(vec![addr("10.1.0.2:41641"), public], t1);
+            .set_local_endpoints(vec![addr("10.1.0.2:41641"), a.addr], later);
         assert!(a.table.poll_transmit().is_none());
     }
 
     #[test]
     fn an_endpoint_control_adds_for_a_peer_without_a_path_is_pinged_at_once() {
         let t0 = Instant::now();
-        let (mut a, mut b) = first_round_on_lan_addresses_only(t0);
+        let (mut a, mut b) = first_round_on_lan_addresses_only(t0, true);
         // Control now lists B's STUN endpoint too.
         let t1 = t0 + Duration::from_millis(100);
         let offer = |endpoints: Vec<SocketAddr>| {
