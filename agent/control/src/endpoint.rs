@@ -19,7 +19,6 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// A byte stream to control: plain TCP or TLS over TCP.
 pub trait ControlStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -183,7 +182,7 @@ impl ControlServer {
     /// Connects TCP and, for `https`, runs the TLS handshake (SNI = host, certificate checked
     /// against the roots). Not bounded in time: callers wrap it in a timeout.
     pub async fn dial(&self) -> io::Result<BoxStream> {
-        let tcp = connect_tcp(&self.addr(), self.fwmark).await?;
+        let tcp = meshgate_netns::connect_tcp(&self.addr(), self.fwmark, "control").await?;
         let _ = tcp.set_nodelay(true);
         let Some(config) = &self.tls else {
             return Ok(Box::pin(tcp));
@@ -196,48 +195,6 @@ impl ControlServer {
             .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
         Ok(Box::pin(tls))
     }
-}
-
-/// TCP to `addr` (`host:port`), trying each address it resolves to in turn, the socket marked
-/// with `fwmark` (unless 0) before it connects.
-async fn connect_tcp(addr: &str, fwmark: u32) -> io::Result<TcpStream> {
-    if fwmark == 0 {
-        return TcpStream::connect(addr).await;
-    }
-    let mut last = None;
-    for target in tokio::net::lookup_host(addr).await? {
-        match connect_marked(target, fwmark).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{addr}: the name has no addresses"),
-        )
-    }))
-}
-
-async fn connect_marked(target: SocketAddr, fwmark: u32) -> io::Result<TcpStream> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    match socket2::SockRef::from(&socket).set_mark(fwmark) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            tracing::warn!(
-                %target,
-                fwmark,
-                "no permission to mark the control connection (needs CAP_NET_ADMIN); \
-                 connecting unmarked"
-            );
-        }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("setting SO_MARK: {e}"))),
-    }
-    socket.connect(target).await
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -380,37 +337,20 @@ mod tests {
         }
     }
 
-    /// Needs root (CAP_NET_ADMIN) for SO_MARK.
+    /// Needs root (CAP_NET_ADMIN) for SO_MARK (meshgate-netns tests the mark itself).
     #[tokio::test]
-    async fn marked_connections_carry_the_mark() {
+    async fn a_marked_server_dials() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let marked = connect_tcp(&addr.to_string(), 0x80000).await.unwrap();
-        assert_eq!(socket2::SockRef::from(&marked).mark().unwrap(), 0x80000);
-        // Through name resolution too.
-        let by_name = connect_tcp(&format!("localhost:{}", addr.port()), 0x80000)
-            .await
-            .unwrap();
-        assert_eq!(socket2::SockRef::from(&by_name).mark().unwrap(), 0x80000);
-        let plain = connect_tcp(&addr.to_string(), 0).await.unwrap();
-        assert_eq!(socket2::SockRef::from(&plain).mark().unwrap(), 0);
-
         let server = ControlServer::from(addr).with_fwmark(0x80000);
         assert_eq!(server.fwmark(), 0x80000);
         let mut stream = server.dial().await.unwrap();
-        // The three connections above come first: accept order is connect order.
-        for _ in 0..3 {
-            listener.accept().await.unwrap();
-        }
         let (mut accepted, _) = listener.accept().await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         accepted.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
-
-        let err = connect_tcp("127.0.0.1:1", 0x80000).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! WireGuard's mark, the tailnet table's `not fwmark` rule lets DERP bypass an exit node.
 
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use meshgate_tailcfg::{DerpNode, NodePrivate, NodePublic};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -363,7 +360,7 @@ async fn dial(target: &DerpTarget, fwmark: u32) -> Result<BoxStream, Error> {
         addr: target.dial.clone(),
         source,
     };
-    let tcp = connect_tcp(&target.dial, fwmark)
+    let tcp = meshgate_netns::connect_tcp(&target.dial, fwmark, "DERP")
         .await
         .map_err(connect_err)?;
     let _ = tcp.set_nodelay(true);
@@ -377,49 +374,6 @@ async fn dial(target: &DerpTarget, fwmark: u32) -> Result<BoxStream, Error> {
             Ok(Box::new(tls))
         }
     }
-}
-
-/// TCP to `addr` (`host:port`), trying each address it resolves to in turn, the socket marked
-/// with `fwmark` (unless 0) before it connects.
-async fn connect_tcp(addr: &str, fwmark: u32) -> io::Result<TcpStream> {
-    if fwmark == 0 {
-        return TcpStream::connect(addr).await;
-    }
-    let mut last = None;
-    for target in tokio::net::lookup_host(addr).await? {
-        match connect_marked(target, fwmark).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{addr}: the name has no addresses"),
-        )
-    }))
-}
-
-async fn connect_marked(target: SocketAddr, fwmark: u32) -> io::Result<TcpStream> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    match socket2::SockRef::from(&socket).set_mark(fwmark) {
-        Ok(()) => {}
-        // A process without CAP_NET_ADMIN cannot have installed the routing the mark escapes.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            tracing::warn!(
-                %target,
-                fwmark,
-                "no permission to mark the DERP connection (needs CAP_NET_ADMIN); \
-                 connecting unmarked"
-            );
-        }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("setting SO_MARK: {e}"))),
-    }
-    socket.connect(target).await
 }
 
 /// Reads until `buf` holds at least one more byte; EOF is [`Error::Closed`].
