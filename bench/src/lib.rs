@@ -35,7 +35,7 @@ pub use stop::Stop;
 pub use suite::{Entry, SUITE};
 pub use sysinfo::Machine;
 pub use variant::Variant;
-pub use wireguard::Backend;
+pub use wireguard::{Backend, KeyPair};
 
 /// The plot of a report, as an SVG document.
 pub fn svg(report: &Report) -> String {

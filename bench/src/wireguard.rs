@@ -207,10 +207,10 @@ fn configure(
     )
 }
 
-/// A key pair from `wg genkey` / `wg pubkey`.
-struct KeyPair {
+/// A key pair from `wg genkey` / `wg pubkey` (base64); the private half is redacted in Debug.
+pub struct KeyPair {
     private: String,
-    public: String,
+    pub public: String,
 }
 
 impl std::fmt::Debug for KeyPair {
@@ -223,13 +223,18 @@ impl std::fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
-    fn generate() -> Result<KeyPair, Error> {
+    pub fn generate() -> Result<KeyPair, Error> {
         let private = pipe_in(Command::new("wg").arg("genkey"), "")?;
         let public = pipe_in(Command::new("wg").arg("pubkey"), &private)?;
         Ok(KeyPair {
             private: private.trim().to_owned(),
             public: public.trim().to_owned(),
         })
+    }
+
+    /// For `wg set ... private-key`, through a pipe or a 0600 file only.
+    pub fn private(&self) -> &str {
+        &self.private
     }
 }
 

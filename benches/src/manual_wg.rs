@@ -20,31 +20,7 @@ pub const NFT: &str = "/usr/sbin/nft";
 /// The same MTU as meshgate's interface, so both variants carry the same segment size.
 pub const MTU: u32 = 1280;
 
-/// A key pair from `wg genkey` / `wg pubkey` (base64).
-pub struct KeyPair {
-    private: String,
-    pub public: String,
-}
-
-impl std::fmt::Debug for KeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("private", &"<redacted>")
-            .field("public", &self.public)
-            .finish()
-    }
-}
-
-impl KeyPair {
-    pub fn generate() -> Result<KeyPair> {
-        let private = run_with_stdin(WG, &["genkey"], "")?;
-        let public = run_with_stdin(WG, &["pubkey"], &private)?;
-        Ok(KeyPair {
-            private: private.trim().to_owned(),
-            public: public.trim().to_owned(),
-        })
-    }
-}
+pub use meshgate_bench::KeyPair;
 
 /// One `peer` section of `wg set`.
 #[derive(Debug, Clone)]
@@ -86,7 +62,7 @@ pub fn set_up(
             .truncate(true)
             .mode(0o600)
             .open(&key_file)?;
-        writeln!(f, "{}", keys.private)?;
+        writeln!(f, "{}", keys.private())?;
     }
     let port = device.listen_port.to_string();
     let mut args: Vec<String> = [WG, "set", name, "listen-port", &port, "private-key"]
@@ -139,12 +115,6 @@ pub fn router_masquerade(host: &Host, wg_iface: &str, tunnel_net: IpNet) -> Resu
     nft.args(["-f", "-"]);
     pipe_in(&mut nft, &rules)?;
     Ok(())
-}
-
-fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<String> {
-    let mut command = Command::new(program);
-    command.args(args);
-    pipe_in(&mut command, input)
 }
 
 /// Runs `command` with `input` on its stdin; its stdout, or an error with its stderr.
