@@ -1,57 +1,8 @@
 //! A run of changes through successive snapshots, checking every node's delta against a
 //! client that applies it: the delta applied to the last full map must give the new full map.
 
-use std::time::Duration;
-
-use meshgate_tailcfg::{MachinePublic, NodePublic};
-
+use super::tests::{ALLOW_ALL, T0, at, record, user};
 use super::*;
-
-const T0: u64 = 1_800_000_000;
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-fn user(id: i64, name: &str) -> store::User {
-    store::User {
-        id,
-        name: name.into(),
-        created: at(T0),
-    }
-}
-
-fn record(id: i64, owner: &store::User) -> NodeRecord {
-    let n = u8::try_from(id).unwrap();
-    NodeRecord {
-        node: store::Node {
-            id,
-            stable_id: format!("nstable{id}"),
-            machine_key: MachinePublic::from_bytes([n; 32]),
-            node_key: NodePublic::from_bytes([n + 100; 32]),
-            disco_key: None,
-            user: owner.id,
-            auth_key: None,
-            tags: Vec::new(),
-            hostname: format!("n{id}"),
-            given_name: format!("n{id}"),
-            ipv4: format!("100.64.0.{id}").parse().unwrap(),
-            ipv6: format!("fd7a:115c:a1e0::{id}").parse().unwrap(),
-            key_expiry: Some(at(T0 + 1000)),
-            ephemeral: false,
-            created: at(T0),
-            last_seen: None,
-            online: false,
-            endpoints: Vec::new(),
-            hostinfo: None,
-        },
-        user: owner.clone(),
-        routes: store::NodeRoutes {
-            node: id,
-            ..Default::default()
-        },
-    }
-}
 
 fn tailnet(policy: &str, regions: &[i32]) -> Arc<Tailnet> {
     let mut derp_map = DerpMap::default();
@@ -72,7 +23,6 @@ fn tailnet(policy: &str, regions: &[i32]) -> Arc<Tailnet> {
     })
 }
 
-const ALLOW_ALL: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
 const ALICE_TO_BOB: &str = r#"{"acls": [
   {"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:22"]}
 ]}"#;
@@ -172,7 +122,13 @@ fn every_delta_takes_each_node_from_its_old_map_to_its_new_one() {
     let alice = user(1, "alice@example.com");
     let bob = user(2, "bob@example.com");
     let mut records: Vec<NodeRecord> = (1..=5)
-        .map(|id| record(id, if id % 2 == 1 { &alice } else { &bob }))
+        .map(|id| {
+            record(
+                id,
+                &format!("n{id}"),
+                if id % 2 == 1 { &alice } else { &bob },
+            )
+        })
         .collect();
     let mut net = tailnet(ALLOW_ALL, &[1]);
     let mut snap = Snapshot::new(net.clone(), records.clone(), at(T0));
@@ -205,7 +161,7 @@ fn every_delta_takes_each_node_from_its_old_map_to_its_new_one() {
         ("nothing", Box::new(|_, _| {})),
         ("a node joins", {
             let bob = bob.clone();
-            Box::new(move |r, _| r.push(record(6, &bob)))
+            Box::new(move |r, _| r.push(record(6, "n6", &bob)))
         }),
         (
             "a node leaves",
@@ -239,7 +195,9 @@ fn every_delta_takes_each_node_from_its_old_map_to_its_new_one() {
 #[test]
 fn unchanged_nodes_are_shared_with_the_previous_snapshot() {
     let alice = user(1, "alice@example.com");
-    let mut records: Vec<NodeRecord> = (1..=3).map(|id| record(id, &alice)).collect();
+    let mut records: Vec<NodeRecord> = (1..=3)
+        .map(|id| record(id, &format!("n{id}"), &alice))
+        .collect();
     let net = tailnet(ALLOW_ALL, &[1]);
     let old = Snapshot::new(net.clone(), records.clone(), at(T0));
     records[1].node.endpoints = vec!["198.51.100.2:41641".parse().unwrap()];

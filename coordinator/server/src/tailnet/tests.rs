@@ -8,13 +8,13 @@ use meshgate_tailcfg::{
 
 use super::*;
 
-const T0: u64 = 1_800_000_000;
+pub(super) const T0: u64 = 1_800_000_000;
 
-fn at(secs: u64) -> SystemTime {
+pub(super) fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn user(id: i64, name: &str) -> store::User {
+pub(super) fn user(id: i64, name: &str) -> store::User {
     store::User {
         id,
         name: name.into(),
@@ -22,7 +22,7 @@ fn user(id: i64, name: &str) -> store::User {
     }
 }
 
-fn record(id: i64, name: &str, owner: &store::User) -> NodeRecord {
+pub(super) fn record(id: i64, name: &str, owner: &store::User) -> NodeRecord {
     let n = u8::try_from(id).unwrap();
     NodeRecord {
         node: store::Node {
@@ -73,7 +73,8 @@ fn tailnet(policy: &str) -> Arc<Tailnet> {
     })
 }
 
-const ALLOW_ALL: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+pub(super) const ALLOW_ALL: &str =
+    r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
 const DENY_ALL: &str = r#"{"acls": []}"#;
 
 fn two_nodes() -> Vec<NodeRecord> {
