@@ -7,6 +7,7 @@
 
 pub mod disco;
 pub mod relay;
+mod resend;
 pub mod score;
 pub mod table;
 

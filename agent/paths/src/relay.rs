@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::resend;
 use crate::table::Key;
 
 /// Tailscale's disco packets start with this; they ride DERP but are not WireGuard's.
@@ -664,6 +665,31 @@ async fn carry_to_derp(
             None => {
                 let _ = commands.try_send(Command::Wanted(region));
             }
+        }
+        if resend::is_handshake_initiation(&buf[..len]) {
+            let copy = Bytes::copy_from_slice(&buf[..len]);
+            tokio::spawn(send_again(peer, copy, bridges.clone(), clients.clone()));
+        }
+    }
+}
+
+/// The copies of a handshake initiation (see `resend`), each through the region the peer is
+/// bridged through then; none once the peer is no longer relayed.
+async fn send_again(peer: Key, initiation: Bytes, bridges: Bridges, clients: Clients) {
+    let dst = NodePublic::from_bytes(peer);
+    let sent = Instant::now();
+    for after in resend::AGAIN_AFTER {
+        tokio::time::sleep_until(sent + after).await;
+        let Some(region) = bridges
+            .read()
+            .ok()
+            .and_then(|b| b.get(&peer).map(|(_, r)| *r))
+        else {
+            return;
+        };
+        let client = clients.read().ok().and_then(|c| c.get(&region).cloned());
+        if let Some((client, _)) = client {
+            let _ = client.try_send(dst, initiation.clone());
         }
     }
 }

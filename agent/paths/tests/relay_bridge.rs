@@ -52,7 +52,10 @@ struct Node {
 }
 
 async fn node(map: &DerpMap) -> Node {
-    let key = NodePrivate::generate();
+    node_with(map, NodePrivate::generate()).await
+}
+
+async fn node_with(map: &DerpMap, key: NodePrivate) -> Node {
     let kernel = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (relay, events) = Relay::start(RelayConfig {
         node_key: key.clone(),
@@ -212,4 +215,61 @@ async fn packets_from_strangers_and_released_peers_are_dropped() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(a.relay.status().relayed.is_empty());
     assert!(b.relay.status().relayed.is_empty());
+}
+
+/// Waits (up to 10 s) until `relay` is connected to the region.
+async fn connected(relay: &Relay) {
+    for _ in 0..200 {
+        let status = relay.status();
+        if status.regions.iter().any(|r| r.id == REGION && r.connected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never connected to the region: {:?}", relay.status());
+}
+
+/// A WireGuard message of `kind` (1: handshake initiation, 4: data), 148 bytes.
+fn wireguard_message(kind: u8) -> Vec<u8> {
+    let mut message = vec![0xab; 148];
+    message[..4].copy_from_slice(&[kind, 0, 0, 0]);
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_initiation_sent_before_the_peer_came_is_sent_again() {
+    let map = derp_map(relay_server().await);
+    let a = node(&map).await;
+    let b_key = NodePrivate::generate();
+    let (ka, kb) = (*a.key.public().as_bytes(), *b_key.public().as_bytes());
+    a.relay.set_peers(BTreeSet::from([kb])).await;
+    let a_to_b = a.relay.endpoint(kb, REGION).await.unwrap();
+    connected(&a.relay).await;
+
+    // B is not on the server yet: the server drops both.
+    let data = wireguard_message(4);
+    let initiation = wireguard_message(1);
+    a.kernel.send_to(&data, a_to_b).await.unwrap();
+    a.kernel.send_to(&initiation, a_to_b).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = node_with(&map, b_key).await;
+    b.relay.set_peers(BTreeSet::from([ka])).await;
+    connected(&b.relay).await;
+
+    // A's kernel sent nothing more, yet the initiation arrives (a copy: not before 1 s), and
+    // only the initiation.
+    let (got, _) = recv(&b.kernel).await;
+    assert_eq!(got, initiation);
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        sent.elapsed()
+    );
+    let mut buf = vec![0u8; 2048];
+    while let Ok(Ok((len, _))) =
+        timeout(Duration::from_millis(1500), b.kernel.recv_from(&mut buf)).await
+    {
+        assert_eq!(&buf[..len], &initiation[..], "a data packet was sent again");
+    }
 }
