@@ -120,7 +120,22 @@ pub fn magic_dns(backend: BackendChoice) {
     let stop = Arc::new(AtomicBool::new(false));
     fake_upstream(&net.coordinator, upstream, stop.clone());
     net.serve(&["--dns-resolver", &upstream.to_string()]);
-    let _daemons: Vec<_> = (0..2).map(|i| net.start_daemon(i, 1, true, &[])).collect();
+    // n1 points its "host" resolver at MagicDNS (a resolv.conf of the lab's, not the host's).
+    let resolv_conf = net.state_dir(1).join("resolv.conf");
+    let host_resolv = "nameserver 192.0.2.53\nsearch office.example\n";
+    std::fs::create_dir_all(net.state_dir(1)).unwrap();
+    std::fs::write(&resolv_conf, host_resolv).unwrap();
+    let resolv_flag = resolv_conf.to_str().unwrap().to_owned();
+    let _daemons: Vec<_> = (0..2)
+        .map(|i| {
+            let extra: &[&str] = if i == 1 {
+                &["--accept-dns", "--resolv-conf", &resolv_flag]
+            } else {
+                &[]
+            };
+            net.start_daemon(i, 1, true, extra)
+        })
+        .collect();
     net.wait_joined();
     let n0 = net.status(0).unwrap();
     let n0_addrs: Vec<IpAddr> = n0["self"]["addresses"]
@@ -167,6 +182,31 @@ pub fn magic_dns(backend: BackendChoice) {
     assert_eq!(
         status["peers"][0]["name"], "n0.tailnet.meshgate",
         "{status:#}"
+    );
+
+    // --accept-dns: n1's resolv.conf names Quad100, the tailnet searched first; n0's was not
+    // given the flag. `down` puts the host's file back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pointed = loop {
+        let text = std::fs::read_to_string(&resolv_conf).unwrap_or_default();
+        if text.contains("nameserver 100.100.100.100") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        pointed.contains("nameserver 100.100.100.100\n")
+            && pointed.contains("search tailnet.meshgate office.example\n")
+            && !pointed.contains("192.0.2.53"),
+        "{pointed}\n{}",
+        net.logs()
+    );
+    let (ok, out) = net.meshgate(1, &["down"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&resolv_conf).unwrap(),
+        host_resolv,
+        "down put the host's resolv.conf back"
     );
     stop.store(true, Ordering::Relaxed);
 }

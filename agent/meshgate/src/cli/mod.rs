@@ -206,6 +206,16 @@ pub struct DaemonArgs {
     /// enforcement outlives the daemon. Must be on a bpf filesystem.
     #[arg(long, default_value = meshgate_ebpf::DEFAULT_PIN_ROOT)]
     pub bpf_pin_root: PathBuf,
+    /// Point this host's resolver at MagicDNS while it serves: --resolv-conf names
+    /// 100.100.100.100 and the tailnet's search domains, and is put back at down, logout and
+    /// exit (the host's file waits in --state-dir meanwhile). Off: the host's DNS is left alone
+    /// (a file left rewritten by an earlier agent is put back).
+    #[arg(long, conflicts_with = "config")]
+    pub accept_dns: bool,
+    /// The resolv.conf that --accept-dns rewrites; a symlink (systemd-resolved, resolvconf) is
+    /// left alone with a warning.
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub resolv_conf: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,7 @@ use super::access::Access;
 use super::dns::MagicDns;
 use super::endpoints::{local_endpoints, local_networks, system_hostname};
 use super::forwarding::Forwarding;
+use super::host_dns::HostDns;
 use super::paths::{Steering, Wake};
 use super::prefs::Wanted;
 use super::reverse_path::ReversePath;
@@ -306,7 +307,8 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         args.bpf_pin_root.clone(),
         settings.router(),
     );
-    let mut dns = MagicDns::new();
+    let mut host_dns = HostDns::new(args.accept_dns, args.resolv_conf.clone(), &args.state_dir);
+    let mut dns = MagicDns::new(host_dns.original());
     let mut forwarding = Forwarding::new(args.enable_forwarding, &args.state_dir);
     let mut reverse_path = ReversePath::new(&args.state_dir, &args.iface);
     if session.is_some() {
@@ -332,7 +334,9 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                 SessionEvent::Dns => {
                     let Some(current) = session.as_mut() else { continue };
                     let view = current.dns.borrow_and_update().clone();
-                    if !dns.set_view(view) {
+                    let toggled = dns.set_view(view);
+                    follow_host_dns(&mut host_dns, &mut dns);
+                    if !toggled {
                         dns.update(&current.peers.borrow());
                         continue;
                     }
@@ -403,6 +407,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     let peers = s.peers.borrow().clone();
                     dns.ensure(&peers).await;
                 }
+                follow_host_dns(&mut host_dns, &mut dns);
                 continue;
             }
             _ = signals.hangup.recv() => {
@@ -511,9 +516,11 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     if state != "logged-out" {
                         remember(args, &settings, Wanted::Stopped);
                     }
-                    let _ = reply.send(Ok(message.to_owned()));
                     new = desired.as_ref().map(without_peers);
                     dns.set_view(None);
+                    // Before the answer: once down returns, the host resolves as before up.
+                    follow_host_dns(&mut host_dns, &mut dns);
+                    let _ = reply.send(Ok(message.to_owned()));
                     stop_access = true;
                     if new.is_none() {
                         access.stop().await;
@@ -544,6 +551,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     ));
                     new = desired.as_ref().map(without_peers);
                     dns.set_view(None);
+                    follow_host_dns(&mut host_dns, &mut dns);
                     stop_access = true;
                     if new.is_none() {
                         access.stop().await;
@@ -575,6 +583,7 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
                     let peers = s.peers.borrow().clone();
                     dns.ensure(&peers).await;
                 }
+                follow_host_dns(&mut host_dns, &mut dns);
             }
             Err(e) => {
                 tracing::error!(interface = %new.name, "apply failed (retried at the next reconcile): {e}");
@@ -598,8 +607,17 @@ pub(super) async fn run_control(args: &DaemonArgs) -> Result<(), BoxError> {
         }
     }
     end_session(&mut session).await;
+    // The resolver dies with us: the host's own resolvers until the next agent serves.
+    host_dns.restore();
     tracing::info!(interface = %args.iface, "stopping; the interface keeps forwarding");
     Ok(())
+}
+
+/// The host's resolv.conf follows MagicDNS (`--accept-dns`), and MagicDNS forwards to what the
+/// host's file says (it may have been renewed meanwhile).
+fn follow_host_dns(host: &mut HostDns, dns: &mut MagicDns) {
+    host.follow(dns.serving_domains());
+    dns.set_resolv_conf(host.original());
 }
 
 /// Whether `config` sends the internet to an exit node (its default routes in our table).

@@ -1,7 +1,8 @@
 //! MagicDNS in the daemon: while control turns it on (`DNSConfig.Proxied`), 100.100.100.100
 //! and fd7a:115c:a1e0::53 are addresses of the mesh interface and the resolver
 //! (`meshgate-magicdns`) serves them: tailnet names from the netmap, everything else to the
-//! upstreams control names, or to the host's own resolv.conf servers as read at start.
+//! upstreams control names, or to the host's own resolv.conf servers (the file as the host
+//! has it, even while `--accept-dns` points it at us: see `host_dns`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,15 +14,14 @@ use meshgate_wg::InterfaceConfig;
 pub(super) struct MagicDns {
     view: Option<DnsView>,
     resolver: Option<Resolver>,
-    /// The host's resolvers, read before anything could point resolv.conf at us.
+    /// The host's own resolv.conf text (never ours).
     resolv_conf: String,
     error: Option<String>,
 }
 
 impl MagicDns {
-    pub(super) fn new() -> MagicDns {
-        let resolv_conf =
-            meshgate_magicdns::read_resolv_conf(meshgate_magicdns::RESOLV_CONF).unwrap_or_default();
+    /// `resolv_conf`: the host's own resolv.conf text, for upstreams.
+    pub(super) fn new(resolv_conf: String) -> MagicDns {
         MagicDns {
             view: None,
             resolver: None,
@@ -32,6 +32,17 @@ impl MagicDns {
 
     pub(super) fn enabled(&self) -> bool {
         self.view.as_ref().is_some_and(|v| v.config.proxied)
+    }
+
+    /// The search domains while the resolver serves.
+    pub(super) fn serving_domains(&self) -> Option<&[String]> {
+        let view = self.view.as_ref().filter(|_| self.resolver.is_some())?;
+        Some(&view.config.domains)
+    }
+
+    /// The host's resolv.conf changed (a DHCP renewal): upstreams from it at the next update.
+    pub(super) fn set_resolv_conf(&mut self, text: String) {
+        self.resolv_conf = text;
     }
 
     /// Control's DNS configuration changed; true when MagicDNS was turned on or off (the

@@ -33,6 +33,7 @@ mod disco;
 mod dns;
 mod endpoints;
 mod forwarding;
+mod host_dns;
 mod netcheck;
 mod paths;
 mod prefs;
