@@ -237,7 +237,9 @@ struct Region {
     last_used: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
-type Clients = Arc<RwLock<BTreeMap<u16, (DerpClient, Arc<std::sync::Mutex<Option<Instant>>>)>>>;
+/// A region's DERP client and when a bridge last used it.
+type RegionClient = (DerpClient, Arc<std::sync::Mutex<Option<Instant>>>);
+type Clients = Arc<RwLock<BTreeMap<u16, RegionClient>>>;
 type Bridges = Arc<RwLock<BTreeMap<Key, (Arc<UdpSocket>, u16)>>>;
 
 struct Actor {
@@ -648,14 +650,9 @@ async fn carry_to_derp(
         if from != kernel {
             continue;
         }
-        let Some(region) = bridges
-            .read()
-            .ok()
-            .and_then(|b| b.get(&peer).map(|(_, r)| *r))
-        else {
+        let Some((region, client)) = route(&peer, &bridges, &clients) else {
             return;
         };
-        let client = clients.read().ok().and_then(|c| c.get(&region).cloned());
         match client {
             Some((client, last_used)) => {
                 *lock(&last_used) = Some(Instant::now());
@@ -680,18 +677,24 @@ async fn send_again(peer: Key, initiation: Bytes, bridges: Bridges, clients: Cli
     let sent = Instant::now();
     for after in resend::AGAIN_AFTER {
         tokio::time::sleep_until(sent + after).await;
-        let Some(region) = bridges
-            .read()
-            .ok()
-            .and_then(|b| b.get(&peer).map(|(_, r)| *r))
-        else {
+        let Some((_, client)) = route(&peer, &bridges, &clients) else {
             return;
         };
-        let client = clients.read().ok().and_then(|c| c.get(&region).cloned());
         if let Some((client, _)) = client {
             let _ = client.try_send(dst, initiation.clone());
         }
     }
+}
+
+/// The region `peer` is bridged through and that region's client if connected; `None` once
+/// the peer has no bridge.
+fn route(peer: &Key, bridges: &Bridges, clients: &Clients) -> Option<(u16, Option<RegionClient>)> {
+    let region = bridges
+        .read()
+        .ok()
+        .and_then(|b| b.get(peer).map(|(_, r)| *r))?;
+    let client = clients.read().ok().and_then(|c| c.get(&region).cloned());
+    Some((region, client))
 }
 
 /// DERP → kernel for one region: WireGuard packets from peers with a bridge are sent from the
