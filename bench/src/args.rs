@@ -142,6 +142,20 @@ impl Settings {
 }
 
 impl BenchArgs {
+    /// Parses `meshgate bench`'s flags from `args` (no program name), as the command line
+    /// would: for callers that embed the bench.
+    pub fn try_parse_args(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        <Command as clap::Parser>::try_parse_from(
+            std::iter::once("meshgate bench").chain(args.iter().copied()),
+        )
+        .map(|c| c.bench)
+    }
+
     /// Resolves defaults (`--short` ones when set) and refuses what cannot be measured. The
     /// clap parsers already refuse bad values from a command line; this repeats the checks for
     /// callers that build `BenchArgs` in code.

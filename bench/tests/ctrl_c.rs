@@ -8,15 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-
 const CHILD_ENV: &str = "MESHGATE_BENCH_CTRL_C_CHILD";
-
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    bench: meshgate_bench::BenchArgs,
-}
 
 /// Runs only in the re-run process: a bench long enough to be interrupted, exiting the way
 /// the command does.
@@ -25,8 +17,7 @@ fn child_bench_until_interrupted() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let cli = Cli::parse_from([
-        "meshgate-bench",
+    let args = meshgate_bench::BenchArgs::try_parse_args(&[
         "--runs",
         "3",
         "--duration",
@@ -35,8 +26,9 @@ fn child_bench_until_interrupted() {
         "10",
         "--sizes",
         "64",
-    ]);
-    let code = match meshgate_bench::run(&cli.bench) {
+    ])
+    .expect("bench flags");
+    let code = match meshgate_bench::run(&args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("child: {e}");

@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 
-use clap::Parser;
 use meshgate_bench::{BenchArgs, Error, Stop};
 use meshgate_netns_lab::{Host, Lab, Segment};
 use serde_json::Value;
@@ -14,15 +13,8 @@ use serde_json::Value;
 /// Nothing in the lab owns this address: the device under test routes it to `bench`'s rx link.
 const DST: &str = "10.73.9.9";
 
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    bench: BenchArgs,
-}
-
 fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
-    Cli::try_parse_from(std::iter::once("meshgate-bench").chain(args.iter().copied()))
-        .map(|c| c.bench)
+    BenchArgs::try_parse_args(args)
 }
 
 struct Rig {

@@ -2,19 +2,11 @@
 //! the JSON of a real run has every field, and plain forwarding delivered packets. Plus the
 //! refusals of impossible settings, which need no root.
 
-use clap::Parser;
 use meshgate_bench::{BenchArgs, Error, Stop};
 use serde_json::Value;
 
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(flatten)]
-    bench: BenchArgs,
-}
-
 fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
-    Cli::try_parse_from(std::iter::once("meshgate-bench").chain(args.iter().copied()))
-        .map(|c| c.bench)
+    BenchArgs::try_parse_args(args)
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
