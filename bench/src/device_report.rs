@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::args::{Interfaces, Settings, line_rate_pps, udp_payload};
+use crate::args::{Interfaces, Settings};
 use crate::measure::Rate;
-use crate::report::{max, median, min};
+use crate::rates::Rates;
+use crate::report::median;
 use crate::sysinfo::Machine;
 use crate::table::pps;
 
@@ -32,22 +33,9 @@ pub struct DeviceReport {
 /// The device at one frame size, over all runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceRow {
-    /// Ethernet frame bytes (FCS included).
-    pub size: usize,
-    pub udp_payload: usize,
-    /// Delivered pps at --rx-iface, one per run.
-    pub samples_pps: Vec<f64>,
-    /// Offered pps (accepted by our sockets), one per run.
-    pub sent_pps: Vec<f64>,
-    pub median_pps: f64,
-    pub min_pps: f64,
-    pub max_pps: f64,
-    /// Frame bits per second at the median rate (preamble and gap not counted).
-    pub mbit_s: f64,
-    /// The most frames per second the link speed carries at this size.
-    pub line_rate_pps: f64,
-    /// median_pps / line_rate_pps: the ratio this mode reports.
-    pub of_line_rate: f64,
+    /// At --rx-iface, one sample per run; `of_line_rate` is the ratio this mode reports.
+    #[serde(flatten)]
+    pub rates: Rates,
     /// Median of delivered / offered: well below 1, the device (or the link) dropped packets.
     /// A little above 1 is noise: offered is averaged over the whole blast, delivered over
     /// the window.
@@ -62,20 +50,10 @@ impl DeviceRow {
             .filter(|r| r.sent > 0.0)
             .map(|r| r.delivered / r.sent)
             .collect();
-        let median_pps = median(&delivered);
-        let line = line_rate_pps(link_bps, size);
+        let sent = rates.iter().map(|r| r.sent).collect();
         DeviceRow {
-            size,
-            udp_payload: udp_payload(size),
-            sent_pps: rates.iter().map(|r| r.sent).collect(),
-            median_pps,
-            min_pps: min(&delivered),
-            max_pps: max(&delivered),
-            mbit_s: median_pps * size as f64 * 8.0 / 1e6,
-            line_rate_pps: line,
-            of_line_rate: if line > 0.0 { median_pps / line } else { 0.0 },
+            rates: Rates::new(size, delivered, sent, link_bps),
             delivered_of_offered: median(&fractions),
-            samples_pps: delivered,
         }
     }
 }
@@ -117,12 +95,12 @@ pub fn render(r: &DeviceReport) -> String {
             s,
             "{:<8} {:>5} {:>12} {:>21} {:>9.1} {:>10} {:>7.2}% {:>9.1}%",
             "device",
-            row.size,
-            pps(row.median_pps),
-            format!("[{}-{}]", pps(row.min_pps), pps(row.max_pps)),
-            row.mbit_s,
-            pps(row.line_rate_pps),
-            row.of_line_rate * 100.0,
+            row.rates.size,
+            pps(row.rates.median_pps),
+            format!("[{}-{}]", pps(row.rates.min_pps), pps(row.rates.max_pps)),
+            row.rates.mbit_s,
+            pps(row.rates.line_rate_pps),
+            row.rates.of_line_rate * 100.0,
             row.delivered_of_offered * 100.0
         );
     }
@@ -150,9 +128,9 @@ mod tests {
             },
         ];
         let row = DeviceRow::new(64, &rates, 10_000_000_000);
-        assert_eq!(row.median_pps, 200.0);
-        assert_eq!((row.min_pps, row.max_pps), (100.0, 300.0));
+        assert_eq!(row.rates.median_pps, 200.0);
+        assert_eq!((row.rates.min_pps, row.rates.max_pps), (100.0, 300.0));
         assert_eq!(row.delivered_of_offered, 0.5);
-        assert!((row.of_line_rate - 200.0 / 14_880_952.38).abs() < 1e-9);
+        assert!((row.rates.of_line_rate - 200.0 / 14_880_952.38).abs() < 1e-9);
     }
 }

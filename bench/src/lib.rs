@@ -12,6 +12,7 @@ mod lab;
 mod measure;
 pub mod netdev;
 mod progress;
+mod rates;
 mod report;
 mod runner;
 mod stop;
@@ -29,6 +30,7 @@ pub use args::{
 pub use device_report::{DeviceReport, DeviceRow};
 pub use error::Error;
 pub use iface::bench_device;
+pub use rates::Rates;
 pub use report::{LabInfo, Report, Row, WireguardInfo};
 pub use runner::{bench, run};
 pub use stop::Stop;

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::args::{Settings, line_rate_pps, udp_payload};
+use crate::args::Settings;
 use crate::measure::Rate;
+use crate::rates::Rates;
 use crate::sysinfo::Machine;
 use crate::variant::Variant;
 use crate::wireguard::Backend;
@@ -57,27 +58,14 @@ pub struct Row {
     pub variant: &'static str,
     /// Policy rules, for the ACL variants.
     pub rules: Option<usize>,
-    /// Ethernet frame bytes (FCS included).
-    pub size: usize,
-    pub udp_payload: usize,
-    /// Delivered pps at rcv, one per window (per run; plain: one per paired variant and run).
-    pub samples_pps: Vec<f64>,
-    /// Offered pps (accepted by snd's sockets), one per window.
-    pub sent_pps: Vec<f64>,
-    pub median_pps: f64,
-    pub min_pps: f64,
-    pub max_pps: f64,
-    /// Frame bits per second at the median rate (preamble and gap not counted).
-    pub mbit_s: f64,
+    /// At rcv, one sample per window (per run; plain: one per paired variant and run).
+    #[serde(flatten)]
+    pub rates: Rates,
     /// Median over the runs of this window's pps / the pps of the plain window measured just
     /// before it (same run, same size): A/B pairs, so drift on the machine cancels.
     pub ratio_to_plain: f64,
     pub ratio_min: f64,
     pub ratio_max: f64,
-    /// The most frames per second the link speed carries at this size.
-    pub line_rate_pps: f64,
-    /// median_pps / line_rate_pps.
-    pub of_line_rate: f64,
 }
 
 /// One window's rate and the plain-forwarding rate measured just before it (same size).
@@ -114,25 +102,15 @@ impl Samples {
                     .filter(|x| x.plain > 0.0)
                     .map(|x| x.rate.delivered / x.plain)
                     .collect();
-                let pps: Vec<f64> = samples.iter().map(|x| x.rate.delivered).collect();
-                let median_pps = median(&pps);
-                let line = line_rate_pps(link_bps, size);
+                let delivered = samples.iter().map(|x| x.rate.delivered).collect();
+                let sent = samples.iter().map(|x| x.rate.sent).collect();
                 rows.push(Row {
                     variant: v.kind(),
                     rules: v.rules(),
-                    size,
-                    udp_payload: udp_payload(size),
-                    sent_pps: samples.iter().map(|x| x.rate.sent).collect(),
-                    median_pps,
-                    min_pps: min(&pps),
-                    max_pps: max(&pps),
-                    mbit_s: median_pps * size as f64 * 8.0 / 1e6,
+                    rates: Rates::new(size, delivered, sent, link_bps),
                     ratio_to_plain: median(&ratios),
                     ratio_min: min(&ratios),
                     ratio_max: max(&ratios),
-                    line_rate_pps: line,
-                    of_line_rate: if line > 0.0 { median_pps / line } else { 0.0 },
-                    samples_pps: pps,
                 });
             }
         }
@@ -185,14 +163,14 @@ mod tests {
         assert_eq!(rows.len(), 2, "no rows for sizes never measured");
         let bpf = &rows[1];
         assert_eq!((bpf.variant, bpf.rules), ("acl-bpf", Some(10)));
-        assert_eq!(bpf.median_pps, 90.0);
-        assert_eq!(bpf.sent_pps, [180.0, 200.0, 160.0]);
+        assert_eq!(bpf.rates.median_pps, 90.0);
+        assert_eq!(bpf.rates.sent_pps, [180.0, 200.0, 160.0]);
         // Paired ratios 0.9, 0.5, 0.8: their median, not median(bpf) / median(plain).
         assert_eq!(bpf.ratio_to_plain, 0.8);
         assert_eq!((bpf.ratio_min, bpf.ratio_max), (0.5, 0.9));
         assert_eq!(rows[0].ratio_to_plain, 1.0);
-        assert_eq!(bpf.udp_payload, 18);
-        assert!((bpf.line_rate_pps - 14_880_952.4).abs() < 1.0);
+        assert_eq!(bpf.rates.udp_payload, 18);
+        assert!((bpf.rates.line_rate_pps - 14_880_952.4).abs() < 1.0);
         assert_eq!(median(&[1.0, 3.0]), 2.0);
         assert_eq!(median(&[]), 0.0);
     }

@@ -29,7 +29,7 @@ pub fn render(r: &Report) -> String {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let ys: Vec<f64> = rows
         .iter()
-        .map(|x| x.median_pps)
+        .map(|x| x.rates.median_pps)
         .filter(|v| positive(*v))
         .collect();
     let xs: Vec<f64> = rows
@@ -93,7 +93,7 @@ pub fn render(r: &Report) -> String {
         H / 2.0
     );
 
-    let mut sizes: Vec<usize> = rows.iter().map(|x| x.size).collect();
+    let mut sizes: Vec<usize> = rows.iter().map(|x| x.rates.size).collect();
     sizes.sort_unstable();
     sizes.dedup();
     let mut legend = Vec::new();
@@ -101,12 +101,12 @@ pub fn render(r: &Report) -> String {
         let colour = COLOURS[i % COLOURS.len()];
         let of = |kind: &str| -> Vec<&Row> {
             rows.iter()
-                .filter(|x| x.variant == kind && x.size == size)
+                .filter(|x| x.variant == kind && x.rates.size == size)
                 .collect()
         };
         for (kind, dash) in [("plain", "1 0"), ("wireguard", "12 3 2 3")] {
-            if let Some(row) = of(kind).first().filter(|x| positive(x.median_pps)) {
-                let y = py(row.median_pps);
+            if let Some(row) = of(kind).first().filter(|x| positive(x.rates.median_pps)) {
+                let y = py(row.rates.median_pps);
                 let _ = writeln!(
                     s,
                     "<line x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{colour}\" \
@@ -120,7 +120,7 @@ pub fn render(r: &Report) -> String {
             pts.sort_by_key(|x| x.rules);
             let path: Vec<String> = pts
                 .iter()
-                .filter_map(|x| Some((x.rules? as f64, x.median_pps)))
+                .filter_map(|x| Some((x.rules? as f64, x.rates.median_pps)))
                 .filter(|(_, y)| positive(*y))
                 .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
                 .collect();

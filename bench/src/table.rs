@@ -51,14 +51,14 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "{name:<23} {:>5} {:>12} {:>21} {:>9.1} {:>6.3}x {:>15} {:>10} {:>7.2}%",
-            row.size,
-            pps(row.median_pps),
-            format!("[{}-{}]", pps(row.min_pps), pps(row.max_pps)),
-            row.mbit_s,
+            row.rates.size,
+            pps(row.rates.median_pps),
+            format!("[{}-{}]", pps(row.rates.min_pps), pps(row.rates.max_pps)),
+            row.rates.mbit_s,
             row.ratio_to_plain,
             format!("[{:.3}-{:.3}]", row.ratio_min, row.ratio_max),
-            pps(row.line_rate_pps),
-            row.of_line_rate * 100.0
+            pps(row.rates.line_rate_pps),
+            row.rates.of_line_rate * 100.0
         );
     }
     s
