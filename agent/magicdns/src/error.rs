@@ -17,11 +17,4 @@ pub enum Error {
     /// No listen address was given.
     #[error("no listen address configured")]
     NoListenAddress,
-    /// Reading the system resolver configuration failed.
-    #[error("read {path}: {source}")]
-    ResolvConf {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
 }

@@ -15,5 +15,4 @@ pub use records::{Domains, Records};
 pub use server::{Resolver, ResolverConfig};
 pub use upstream::{
     QUAD100_V4, QUAD100_V6, RESOLV_CONF, choose_upstreams, parse_resolv_conf, parse_upstream,
-    read_resolv_conf,
 };

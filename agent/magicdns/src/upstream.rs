@@ -2,8 +2,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::error::Error;
-
 /// MagicDNS's IPv4 address (Quad100).
 pub const QUAD100_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 /// MagicDNS's IPv6 address.
@@ -49,14 +47,6 @@ pub fn choose_upstreams<'a>(
         return from_config;
     }
     without_loops(parse_resolv_conf(resolv_conf), &[])
-}
-
-/// Reads [`RESOLV_CONF`] (or another path) for [`choose_upstreams`].
-pub fn read_resolv_conf(path: &str) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|source| Error::ResolvConf {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 /// Drops Quad100 and our own listen addresses, and duplicates.

@@ -214,7 +214,7 @@ pub struct DaemonArgs {
     pub accept_dns: bool,
     /// The resolv.conf that --accept-dns rewrites; a symlink (systemd-resolved, resolvconf) is
     /// left alone with a warning.
-    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    #[arg(long, default_value = meshgate_magicdns::RESOLV_CONF, value_name = "FILE")]
     pub resolv_conf: PathBuf,
 }
 
